@@ -15,16 +15,66 @@ import json
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
 import uvicorn
+from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from guard.decisions import Mode
+from guard.engine import Engine
+from guard.metrics import GuardMetrics
+from guard.proxy import create_app
+from guard.settings import load_settings
+from guard.testing import KeywordScorer
+
+
+class Guard:
+    """A running guard server and the metrics it records."""
+
+    def __init__(self, url: str, metrics: GuardMetrics, engine: Engine) -> None:
+        self.url = url
+        self.metrics = metrics
+        self.engine = engine
+
+    def sample(self, name: str, **labels: str) -> float:
+        """A metric's value once the server has accounted the request just answered.
+
+        The guard counts a request after its last byte is sent, so the client can read
+        the answer a moment before; poll briefly instead of racing.
+        """
+        deadline = time.monotonic() + 5
+        while True:
+            value = self.metrics.registry.get_sample_value(name, labels) or 0.0
+            if value or time.monotonic() > deadline:
+                return value
+            time.sleep(0.01)
+
+
+def running_guard(
+    upstream_url: str,
+    mode: Mode = Mode.ENFORCE,
+    *,
+    engine: Engine | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Iterator[Guard]:
+    """Start the sidecar on a free port in front of ``upstream_url`` (a generator fixture)."""
+    merged: dict[str, Any] = {"upstream": {"url": upstream_url}}
+    for section, values in (overrides or {}).items():
+        merged[section] = {**merged.get(section, {}), **values}
+    settings = load_settings(overrides=merged, environ={})
+    metrics = GuardMetrics(CollectorRegistry())
+    engine = engine or Engine(KeywordScorer(), mode=mode)
+    app = create_app(settings, engine=engine, metrics=metrics)
+    with ServerThread(app) as server:
+        yield Guard(server.url, metrics, engine)
+
 
 DEFAULT_REPLY = "Paris is the capital of France. It sits on the Seine."
 
@@ -40,6 +90,7 @@ class ServerThread:
             ws="none",
             http="h11",
             server_header=False,
+            timeout_graceful_shutdown=1,
             date_header=False,
         )
         self._server = uvicorn.Server(self._config)
@@ -85,6 +136,7 @@ class FakeUpstream:
 
     seen: list[Seen] = field(default_factory=list)
     gate: threading.Event = field(default_factory=threading.Event)
+    partial: threading.Event = field(default_factory=threading.Event)  # a body began
     gate_timed_out: bool = False
     sent_at: list[float] = field(default_factory=list)  # monotonic time of each chunk sent
 
@@ -94,6 +146,7 @@ class FakeUpstream:
     def reset(self) -> None:
         self.seen.clear()
         self.gate.clear()
+        self.partial.clear()
         self.gate_timed_out = False
         self.sent_at.clear()
 
@@ -136,7 +189,11 @@ def stream_pieces(text: str) -> list[str]:
 
 def fake_upstream_app(state: FakeUpstream) -> Starlette:
     async def record(request: Request) -> tuple[bytes, int]:
-        chunks = [chunk async for chunk in request.stream()]
+        chunks = []
+        async for chunk in request.stream():
+            if chunk:
+                state.partial.set()
+            chunks.append(chunk)
         body = b"".join(chunks)
         state.seen.append(
             Seen(
@@ -172,7 +229,7 @@ def fake_upstream_app(state: FakeUpstream) -> Starlette:
         if model == "not-json":
             return Response(b"<html>oops</html>", media_type="text/html")
         if model == "hang":
-            await asyncio.sleep(30)
+            await asyncio.sleep(5)
         if not data.get("stream"):
             return JSONResponse(completion_payload(text, model))
 

@@ -10,13 +10,20 @@ import httpx
 import openai
 import pytest
 from prometheus_client import CollectorRegistry
-from servers import DEFAULT_REPLY, FakeUpstream, ServerThread, fake_upstream_app
+from servers import (
+    DEFAULT_REPLY,
+    FakeUpstream,
+    Guard,
+    ServerThread,
+    fake_upstream_app,
+    running_guard,
+)
 
 from guard.decisions import Mode
 from guard.engine import Engine
 from guard.metrics import GuardMetrics
 from guard.proxy import create_app
-from guard.settings import Settings, load_settings
+from guard.settings import Settings
 from guard.testing import KeywordScorer
 
 USER = [{"role": "user", "content": "What is the capital of France?"}]
@@ -39,41 +46,14 @@ def fake(upstream: tuple[FakeUpstream, str]) -> FakeUpstream:
     return upstream[0]
 
 
-class Guard:
-    def __init__(self, url: str, metrics: GuardMetrics) -> None:
-        self.url = url
-        self.metrics = metrics
-
-    def sample(self, name: str, **labels: str) -> float:
-        """A metric's value once the server has accounted the request just answered.
-
-        The guard counts a request after its last byte is sent, so the client can read
-        the answer a moment before; poll briefly instead of racing.
-        """
-        deadline = time.monotonic() + 5
-        while True:
-            value = self.metrics.registry.get_sample_value(name, labels) or 0.0
-            if value or time.monotonic() > deadline:
-                return value
-            time.sleep(0.01)
-
-
-def _guard(upstream_url: str, mode: Mode) -> Iterator[Guard]:
-    settings = load_settings(overrides={"upstream": {"url": upstream_url}}, environ={})
-    metrics = GuardMetrics(CollectorRegistry())
-    app = create_app(settings, engine=Engine(KeywordScorer(), mode=mode), metrics=metrics)
-    with ServerThread(app) as server:
-        yield Guard(server.url, metrics)
-
-
 @pytest.fixture(scope="module")
 def enforce(upstream: tuple[FakeUpstream, str]) -> Iterator[Guard]:
-    yield from _guard(upstream[1], Mode.ENFORCE)
+    yield from running_guard(upstream[1], Mode.ENFORCE)
 
 
 @pytest.fixture(scope="module")
 def observe(upstream: tuple[FakeUpstream, str]) -> Iterator[Guard]:
-    yield from _guard(upstream[1], Mode.OBSERVE)
+    yield from running_guard(upstream[1], Mode.OBSERVE)
 
 
 def client(guard: Guard, **kwargs: Any) -> openai.OpenAI:
