@@ -33,6 +33,7 @@ Headers = list[tuple[bytes, bytes]]
 DECISION_HEADER = b"x-guard-decision"
 WOULD_HEADER = b"x-guard-would"
 REQUEST_ID_HEADER = "x-request-id"
+CHAT_SUFFIX = "/chat/completions"
 
 # RFC 9110 section 7.6.1, plus the proxy-* family; never forwarded in either direction.
 HOP_BY_HOP: frozenset[bytes] = frozenset(
@@ -58,6 +59,16 @@ def header(scope: Scope, name: bytes) -> bytes | None:
         if key == name:
             return bytes(value)
     return None
+
+
+def is_chat_completion(scope: Scope, prefix: str | None = None) -> bool:
+    """``POST <prefix>/chat/completions`` (any prefix when ``prefix`` is None)."""
+    if scope["type"] != "http" or scope["method"] != "POST":
+        return False
+    path: str = scope["path"].rstrip("/")
+    if prefix is None:
+        return path.endswith(CHAT_SUFFIX)
+    return path == prefix.rstrip("/") + CHAT_SUFFIX
 
 
 def request_id_for(scope: Scope, header_name: str = REQUEST_ID_HEADER) -> str:

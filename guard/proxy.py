@@ -28,6 +28,7 @@ from guard.http_edge import (
     Scope,
     Send,
     header,
+    is_chat_completion,
     request_id_for,
     without_hop_by_hop,
 )
@@ -40,19 +41,8 @@ from guard.upstream import Upstream, UpstreamReply, upstream_kind
 
 log = get_logger("guard.proxy")
 
-CHAT_SUFFIX = "/chat/completions"
 # Dropped from what the client sent: httpx sets Host and framing for the upstream.
 _REQUEST_DROP = (b"host", b"content-length")
-
-
-def is_chat_completion(scope: Scope, prefix: str | None = None) -> bool:
-    """``POST <prefix>/chat/completions`` (any prefix when ``prefix`` is None)."""
-    if scope["type"] != "http" or scope["method"] != "POST":
-        return False
-    path: str = scope["path"].rstrip("/")
-    if prefix is None:
-        return path.endswith(CHAT_SUFFIX)
-    return path == prefix.rstrip("/") + CHAT_SUFFIX
 
 
 class _DecodedReply:
