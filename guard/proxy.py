@@ -196,6 +196,7 @@ def create_app(
             await upstream.aclose()
             if owns_engine:
                 await guard_engine.aclose()
+            log.info("guard_stopped")
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
