@@ -12,7 +12,9 @@ First contact (no state for the conversation) cannot be verified: nothing is cou
 as forged and the judgement says ``first_contact=True`` with the number of user turns,
 so the policy can flag long first-contact histories.  Only the newest
 :data:`~guard.memory.state.MAX_RELAYED` assistant turns of a history are checked,
-matching what the state remembers.
+matching what the state remembers.  Membership, not order, is verified: a reply the
+guard relayed in this conversation is accepted wherever it appears in the history
+(regenerated replies make order ambiguous, and moving genuine replies gains little).
 """
 
 from __future__ import annotations
