@@ -129,6 +129,8 @@ class Engine:
             await self._record(judgement, relayed=reply, refusal=Refusal.REASONED,
                                category=category, blocked=True)  # fmt: skip
         self._count_action(category, action)
+        if self._metrics is not None and ("escalation" in reasons or "split_intent" in reasons):
+            self._metrics.escalations.inc()
         log.info(
             "request_decided", request_id=request.request_id, action=action.value,
             would=would.value, mode=mode.value, risk=round(risk, 4), category=category,
@@ -370,10 +372,14 @@ def _request_decision(
     if judgement is not None:
         escalation = policies.general.escalation
         joint = judgement.joint_score.risk
-        signals += [
+        turn_level = _RANK[signals[0][1]]
+        # Conversation-level signals count only where they go beyond the last turn.
+        for name, level in (
             ("split_intent", _level(joint, thresholds.flag, thresholds.block)),
             ("escalation", _level(judgement.risk, escalation.flag, escalation.block)),
-        ]
+        ):
+            if _RANK[level] > turn_level:
+                signals.append((name, level))
         if judgement.forged_turns:
             signals.append(("forged_history", _HISTORY_ACTIONS[escalation.forged_history]))
         if judgement.pruned:

@@ -159,7 +159,8 @@ class ReplyStream:
             cut = end
         kept = self._text[self._released : cut]
         note = compose_leak_cut(self._policies, self._verdict.category)
-        separator = "" if not kept or kept[-1].isspace() else " "
+        before = self._text[:cut]
+        separator = "" if not before or before[-1].isspace() else " "
         first = self._first
         assert first is not None  # watching starts after the prefix decision
         cut_verdict = ReplyVerdict(
