@@ -131,7 +131,6 @@ class ReplyStream:
         self._first = first
         if first.action in (Action.REWRITE, Action.BLOCK):
             return await self._replace(first, first.text or "")
-        self._observe_holdback()
         self._checked = len(self._text)
         self._watching = (
             self._streaming.leak_watch
@@ -178,7 +177,6 @@ class ReplyStream:
 
     async def _replace(self, verdict: ReplyVerdict, text: str) -> StreamStep:
         self._ended = verdict
-        self._observe_holdback()
         relayed = self._text[: self._released] + text
         await self._engine.conclude(self._request, self._verdict, verdict, relayed=relayed)
         return StreamStep(StreamStepKind.REPLACE, text=text, verdict=verdict)
@@ -186,11 +184,6 @@ class ReplyStream:
     def _release(self, verdict: ReplyVerdict | None = None) -> StreamStep:
         self._released = len(self._text)
         return StreamStep(StreamStepKind.RELEASE, verdict=verdict or self._first)
-
-    def _observe_holdback(self) -> None:
-        metrics = self._engine.metrics
-        if metrics is not None and self._held_since is not None and self._released == 0:
-            metrics.stream_holdback.observe(max(0.0, self._engine.clock() - self._held_since))
 
 
 def _too_late(whole: ReplyVerdict) -> ReplyVerdict:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 from pathlib import Path
 
+import structlog
 from pydantic import BaseModel
 
 from guard.policy.loader import inspect_policies
@@ -37,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
     if args.policy_command == "gallery":
         from guard.policy.gallery import render_gallery
 
+        # The gallery goes to stdout as markdown; keep the engine's info logs out of it.
+        structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
         print(asyncio.run(render_gallery(args.dir)), end="")
         return 0
     policies, issues = inspect_policies(args.dir)
