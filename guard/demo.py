@@ -183,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _say(out: IO[str], label: str, text: str) -> None:
-    prefix = f"   {label:<20} "
+    prefix = f"   {label:<23} "
     body = textwrap.fill(text, width=100, initial_indent=prefix,
                          subsequent_indent=" " * len(prefix))  # fmt: skip
     print(body, file=out)
