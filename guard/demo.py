@@ -201,8 +201,9 @@ async def run_demo(out: IO[str] | None = None) -> GuardMetrics:
     engine = Engine(KeywordScorer(), mode=Mode.ENFORCE, metrics=metrics)
     print("Refusal Guard demo. The upstream is a SCRIPTED model: canned replies, no LLM.",
           file=out)  # fmt: skip
+    version = engine.policies.version
     print("Scorer: KeywordScorer (deterministic phrase rules, no ONNX model). Policies: the "
-          f"shipped ones (version {engine.policies.version}), enforce mode.\n", file=out)  # fmt: skip
+          f"shipped ones (version {version}), enforce mode.\n", file=out)  # fmt: skip
     async with _serve(model.app) as upstream_url:
         settings = load_settings(overrides={"upstream": {"url": upstream_url},
                                             "policy": {"mode": "enforce"}}, environ={})  # fmt: skip
@@ -232,8 +233,11 @@ async def run_demo(out: IO[str] | None = None) -> GuardMetrics:
         for family in metrics.registry.collect() if family.name == "guard_over_refusals"
         for sample in family.samples if sample.name.endswith("_total")
     )  # fmt: skip
-    print(f"Scripted model calls: {model.calls} of {len(SCENES)} scenes. "
-          f"Leaks stopped: {stopped:.0f}. Over-refusals recorded: {over:.0f}.", file=out)  # fmt: skip
+    summary = (
+        f"Scripted model calls: {model.calls} of {len(SCENES)} scenes. "
+        f"Leaks stopped: {stopped:.0f}. Over-refusals recorded: {over:.0f}."
+    )
+    print(summary, file=out)
     await engine.aclose()
     return metrics
 
