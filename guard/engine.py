@@ -129,8 +129,6 @@ class Engine:
             await self._record(judgement, relayed=reply, refusal=Refusal.REASONED,
                                category=category, blocked=True)  # fmt: skip
         self._count_action(category, action)
-        if self._metrics is not None and ("escalation" in reasons or "split_intent" in reasons):
-            self._metrics.escalations.inc()
         log.info(
             "request_decided", request_id=request.request_id, action=action.value,
             would=would.value, mode=mode.value, risk=round(risk, 4), category=category,

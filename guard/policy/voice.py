@@ -20,10 +20,12 @@ from guard.policy.loader import PolicySet
 _SPACES = re.compile(r"\s+")
 
 
-def conversation_key(request: GuardRequest, judgement: ConversationJudgement | None) -> str:
-    """Stable key for one conversation, from the strongest identity available."""
-    if judgement is not None:
-        return judgement.conversation
+def conversation_key(request: GuardRequest) -> str:
+    """A key that stays the same for every request of one conversation.
+
+    (Not the memory's key: that one may move from a fingerprint of the opening to one
+    of the first reply, and the wording should not move with it.)
+    """
     if request.conversation_id:
         return request.conversation_id
     users = request.conversation.user_turns
@@ -56,7 +58,7 @@ def compose_refusal(
     source = policy if policy is not None else policies.general
     variants = [_render(t, source.reason, source.offer) for t in source.refusals]
     earlier = (judgement.prior_refusals + judgement.prior_blocks) if judgement else 0
-    return _pick(variants, conversation_key(request, judgement), earlier, _last_assistant(request))
+    return _pick(variants, conversation_key(request), earlier, _last_assistant(request))
 
 
 def _pick(variants: Sequence[str], key: str, earlier: int, avoid: str | None) -> str:
