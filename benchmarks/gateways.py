@@ -39,7 +39,7 @@ from benchmarks.harness.load import wrk
 from benchmarks.harness.upstream import Chunking
 
 ALL_TARGETS = ["direct", "nginx", "guard-observe", "guard-enforce", "litellm"]
-ALL_TABLES = ["latency", "stream", "turns", "memory"]
+ALL_TABLES = ["latency", "hop", "stream", "turns", "memory"]
 
 
 def _ints(text: str) -> list[int]:
@@ -58,10 +58,35 @@ def latency(ts: dict[str, targets.Target], args: argparse.Namespace) -> list[dic
     for repeat in range(args.repeats):
         for concurrency in args.concurrency:
             for target in ts.values():
+                cpu_before = procmem.tree_cpu_s(target.root_pid) if target.root_pid else 0.0
                 result = wrk(target, body, concurrency=concurrency, duration_s=args.duration)
-                _log(f"latency r{repeat} c={concurrency} {target.name}: p50 {result.p50_ms:.3f} "
-                     f"p99 {result.p99_ms:.3f} ms, {result.requests_per_s:.0f} req/s, "
-                     f"{result.failures} failed")  # fmt: skip
+                cpu_s = procmem.tree_cpu_s(target.root_pid) - cpu_before if target.root_pid else 0
+                cpu_ms = 1000 * cpu_s / result.requests if result.requests else float("nan")
+                _log(
+                    f"latency r{repeat} c={concurrency} {target.name}: p50 {result.p50_ms:.3f} "
+                    f"p99 {result.p99_ms:.3f} ms, {result.requests_per_s:.0f} req/s, "
+                    f"{cpu_ms:.3f} cpu-ms/req, {result.failures} failed"
+                )
+                runs.append({"repeat": repeat, **asdict(result), "cpu_ms_per_request": cpu_ms})
+    return runs
+
+
+def hop(ts: dict[str, targets.Target], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Issue 2's pass-through hop: ``GET /v1/models`` relayed untouched (no judging).
+
+    LiteLLM answers /v1/models from its own config without calling the upstream, so it is
+    no pass-through and is left out.
+    """
+    hop_targets = [t for name, t in ts.items() if name in ("direct", "nginx", "guard-enforce")]
+    runs: list[dict[str, Any]] = []
+    for repeat in range(args.repeats):
+        for concurrency in (1, 32):
+            for target in hop_targets:
+                result = wrk(target, None, concurrency=concurrency, duration_s=2, path="/v1/models")
+                _log(
+                    f"hop r{repeat} c={concurrency} {target.name}: p50 {result.p50_ms:.3f} ms, "
+                    f"{result.requests_per_s:.0f} req/s"
+                )
                 runs.append({"repeat": repeat, **asdict(result)})
     return runs
 
@@ -71,8 +96,10 @@ def stream(ts: dict[str, targets.Target], args: argparse.Namespace) -> list[dict
     for repeat in range(args.repeats):
         for target in ts.values():
             summary = clients.stream_summary(target, args.streams)
-            _log(f"stream r{repeat} {target.name}: ttft {summary.first_token_p50_ms:.2f} ms, "
-                 f"gap p50 {summary.gap_p50_ms:.2f} ms, {summary.events_per_stream:.1f} events")  # fmt: skip
+            _log(
+                f"stream r{repeat} {target.name}: ttft {summary.first_token_p50_ms:.2f} ms, "
+                f"gap p50 {summary.gap_p50_ms:.2f} ms, {summary.events_per_stream:.1f} events"
+            )
             runs.append({"repeat": repeat, **asdict(summary)})
     return runs
 
@@ -87,8 +114,12 @@ def turns(ts: dict[str, targets.Target], args: argparse.Namespace) -> list[dict[
             if timing.turn in args.turns:
                 runs.append({"conversation": index, **asdict(timing)})
         kept = {t.turn: t for t in timings}
-        _log(f"turns conversation {index}: " + ", ".join(
-            f"t{n} {kept[n].guard_ms - kept[n].direct_ms:.2f} ms added" for n in args.turns))  # fmt: skip
+        _log(
+            f"turns conversation {index}: "
+            + ", ".join(
+                f"t{n} {kept[n].guard_ms - kept[n].direct_ms:.2f} ms added" for n in args.turns
+            )
+        )
     return runs
 
 
@@ -97,7 +128,8 @@ def memory(args: argparse.Namespace, lifetime_s: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="guard-bench-mem-") as tmp, ExitStack() as stack:
         up = stack.enter_context(targets.upstream(Path(tmp), Chunking(), lifetime_s))
         guard = stack.enter_context(
-            targets.guard(Path(tmp), up, "enforce", args.scorer, lifetime_s))
+            targets.guard(Path(tmp), up, "enforce", args.scorer, lifetime_s)
+        )
         assert guard.pid is not None
         time.sleep(1)
         at_start = procmem.rss_mib(guard.pid)
@@ -105,16 +137,27 @@ def memory(args: argparse.Namespace, lifetime_s: int) -> dict[str, Any]:
         after_first = procmem.rss_mib(guard.pid)
         fill = procmem.fill_conversations(guard, args.fill, max_s=args.fill_max_s)
         filled = procmem.rss_mib(guard.pid)
-    _log(f"memory: {at_start:.1f} MiB at start, {after_first:.1f} warm, {filled:.1f} MiB "
-         f"with {fill.conversations} conversations ({fill.seconds:.0f} s)")  # fmt: skip
-    return {"rss_start_mib": at_start, "rss_warm_mib": after_first, "rss_filled_mib": filled,
-            **asdict(fill)}  # fmt: skip
+    _log(
+        f"memory: {at_start:.1f} MiB at start, {after_first:.1f} warm, {filled:.1f} MiB "
+        f"with {fill.conversations} conversations ({fill.seconds:.0f} s)"
+    )
+    return {
+        "rss_start_mib": at_start,
+        "rss_warm_mib": after_first,
+        "rss_filled_mib": filled,
+        **asdict(fill),
+    }
 
 
 def machine() -> dict[str, Any]:
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "?")  # fmt: skip
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "?",
+    )
     versions = {}
     for tool, cmd in {"nginx": ["nginx", "-v"], "wrk": ["wrk", "-v"]}.items():
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -123,9 +166,18 @@ def machine() -> dict[str, Any]:
     if litellm.exists():
         versions["litellm"] = subprocess.run(
             [str(litellm), "-c", "import importlib.metadata as m; print(m.version('litellm'))"],
-            capture_output=True, text=True, check=False).stdout.strip()  # fmt: skip
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "kernel": platform.release(), "load_average": os.getloadavg(), **versions}  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "load_average": os.getloadavg(),
+        **versions,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,8 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--targets", default=",".join(ALL_TARGETS))
     parser.add_argument("--tables", default=",".join(ALL_TABLES))
     default_scorer = "onnx" if targets.MODEL_FILE.exists() else "keyword"
-    parser.add_argument("--scorer", choices=("onnx", "keyword"), default=default_scorer,
-                        help=f"the guard's classifier (default here: {default_scorer})")
+    parser.add_argument(
+        "--scorer",
+        choices=("onnx", "keyword"),
+        default=default_scorer,
+        help=f"the guard's classifier (default here: {default_scorer})",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--duration", type=int, default=3, help="seconds per wrk run")
     parser.add_argument("--concurrency", type=_ints, default=[1, 16, 32, 64])
@@ -151,8 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     tables = args.tables.split(",")
     lifetime_s = 1800
     report: dict[str, Any] = {
-        "command": "python3 -m benchmarks.gateways " + " ".join(sys.argv[1:] if argv is None
-                                                                 else argv),  # fmt: skip
+        "command": "python3 -m benchmarks.gateways "
+        + " ".join(sys.argv[1:] if argv is None else argv),
         "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "scorer": args.scorer,
@@ -163,12 +219,15 @@ def main(argv: list[str] | None = None) -> int:
         "targets": names,
     }
     chunking = Chunking(args.chunk_chars, args.chunk_delay_ms)
-    needs_targets = [t for t in ("latency", "stream", "turns") if t in tables]
+    needs_targets = [t for t in ("latency", "hop", "stream", "turns") if t in tables]
     if needs_targets:
-        with targets.all_targets(names, scorer=args.scorer, chunking=chunking,
-                                 lifetime_s=lifetime_s) as ts:  # fmt: skip
+        with targets.all_targets(
+            names, scorer=args.scorer, chunking=chunking, lifetime_s=lifetime_s
+        ) as ts:
             if "latency" in tables:
                 report["latency"] = latency(ts, args)
+            if "hop" in tables:
+                report["hop"] = hop(ts, args)
             if "stream" in tables:
                 report["stream"] = stream(ts, args)
             if "turns" in tables:
@@ -179,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     _log(f"wrote {args.out}")
-    failed = sum(run["failures"] for run in report.get("latency", []))
+    failed = sum(run["failures"] for run in report.get("latency", []) + report.get("hop", []))
     if failed:
         _log(f"{failed} requests failed during the latency runs: figures are not valid")
         return 1

@@ -7,6 +7,7 @@ the client's own cost cancels out.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import statistics
@@ -61,9 +62,10 @@ def stream_once(client: httpx.Client, target: Target, body: str) -> StreamTiming
     ended = time.perf_counter()
     if not stamps:
         raise RuntimeError(f"{target.name}: stream carried no content")
-    gaps = tuple((b - a) * 1000 for a, b in zip(stamps, stamps[1:], strict=False))
-    return StreamTiming((stamps[0] - started) * 1000, gaps, (ended - started) * 1000,
-                        "".join(parts))  # fmt: skip
+    gaps = tuple((b - a) * 1000 for a, b in itertools.pairwise(stamps))
+    return StreamTiming(
+        (stamps[0] - started) * 1000, gaps, (ended - started) * 1000, "".join(parts)
+    )
 
 
 @dataclass(frozen=True)
@@ -127,8 +129,9 @@ def conversation(guard: Target, direct: Target, turns: int) -> list[TurnTiming]:
             history.append({"role": "user", "content": payload.user_turn(turn)})
             body = payload.chat_body(history)
             started = time.perf_counter()
-            reply = g_client.post(guard.url(), content=body,
-                                  headers=_headers(guard, conversation_id))  # fmt: skip
+            reply = g_client.post(
+                guard.url(), content=body, headers=_headers(guard, conversation_id)
+            )
             guard_ms = (time.perf_counter() - started) * 1000
             reply.raise_for_status()
             started = time.perf_counter()
@@ -136,6 +139,9 @@ def conversation(guard: Target, direct: Target, turns: int) -> list[TurnTiming]:
             direct_ms = (time.perf_counter() - started) * 1000
             content = reply.json()["choices"][0]["message"]["content"]
             history.append({"role": "assistant", "content": content})
-            timings.append(TurnTiming(turn, guard_ms, direct_ms,
-                                      reply.headers.get("x-guard-decision", "?"), len(body)))  # fmt: skip
+            timings.append(
+                TurnTiming(
+                    turn, guard_ms, direct_ms, reply.headers.get("x-guard-decision", "?"), len(body)
+                )
+            )
     return timings

@@ -36,8 +36,16 @@ def main() -> int:
     configure_logging(settings.logging)
     metrics = GuardMetrics()
     app = create_app(settings, engine=build_engine(args, metrics), metrics=metrics)
-    uvicorn.run(app, host=settings.server.host, port=settings.server.port, log_config=None,
-                access_log=False, server_header=False, date_header=False, lifespan="on")  # fmt: skip
+    uvicorn.run(
+        app,
+        host=settings.server.host,
+        port=settings.server.port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        date_header=False,
+        lifespan="on",
+    )
     return 0
 
 

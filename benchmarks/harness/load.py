@@ -53,10 +53,16 @@ class WrkResult:
     failures: int  # non-2xx/3xx plus socket errors
 
 
-def lua_script(body: str, headers: dict[str, str], unique_header: str | None = None) -> str:
-    """A wrk script POSTing ``body``; ``unique_header`` gets a fresh value per request."""
-    lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(body)}",
-             'wrk.headers["Content-Type"] = "application/json"']  # fmt: skip
+def lua_script(body: str | None, headers: dict[str, str], unique_header: str | None = None) -> str:
+    """A wrk script POSTing ``body`` (GET when None); ``unique_header`` varies per request."""
+    if body is None:
+        lines = ['wrk.method = "GET"']
+    else:
+        lines = [
+            'wrk.method = "POST"',
+            f"wrk.body = {json.dumps(body)}",
+            'wrk.headers["Content-Type"] = "application/json"',
+        ]
     lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()]
     script = "\n".join(lines) + "\n"
     if unique_header:
@@ -64,16 +70,33 @@ def lua_script(body: str, headers: dict[str, str], unique_header: str | None = N
     return script + _DONE
 
 
-def wrk(target: Target, body: str, *, concurrency: int, duration_s: float,
-        unique_header: str | None = None, timeout_s: float = 10) -> WrkResult:  # fmt: skip
+def wrk(
+    target: Target,
+    body: str | None,
+    *,
+    concurrency: int,
+    duration_s: float,
+    unique_header: str | None = None,
+    timeout_s: float = 10,
+    path: str = "/v1/chat/completions",
+) -> WrkResult:
     """Drive ``target``'s chat endpoint with ``concurrency`` connections for ``duration_s``."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(lua_script(body, target.headers, unique_header))
     try:
-        args = ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(duration_s))}s", f"--timeout={timeout_s}s",
-                "-s", script.name, target.url()]  # fmt: skip
-        out = subprocess.run(args, capture_output=True, text=True, check=True,
-                             timeout=duration_s + timeout_s + 30).stdout  # fmt: skip
+        args = [
+            "wrk",
+            "-t1",
+            f"-c{concurrency}",
+            f"-d{max(1, round(duration_s))}s",
+            f"--timeout={timeout_s}s",
+            "-s",
+            script.name,
+            target.url(path),
+        ]
+        out = subprocess.run(
+            args, capture_output=True, text=True, check=True, timeout=duration_s + timeout_s + 30
+        ).stdout
     finally:
         Path(script.name).unlink()
     line = next((ln for ln in out.splitlines() if ln.startswith("WRKJSON ")), None)

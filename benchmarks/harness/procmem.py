@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -41,8 +42,9 @@ class Fill:
     failures: int
 
 
-def fill_conversations(target: Target, wanted: int, *, max_s: float,
-                       concurrency: int = 32, step_s: float = 10) -> Fill:  # fmt: skip
+def fill_conversations(
+    target: Target, wanted: int, *, max_s: float, concurrency: int = 32, step_s: float = 10
+) -> Fill:
     """Send one-turn conversations, each with a fresh explicit id, until ``wanted`` are held.
 
     Stops at ``max_s`` seconds whatever the count; the caller reports what was reached.
@@ -51,9 +53,36 @@ def fill_conversations(target: Target, wanted: int, *, max_s: float,
     requests = failures = 0
     held = conversations_held(target)
     while held < wanted and time.monotonic() - started < max_s:
-        result = wrk(target, payload.single_turn(), concurrency=concurrency, duration_s=step_s,
-                     unique_header=CONVERSATION_HEADER)  # fmt: skip
+        result = wrk(
+            target,
+            payload.single_turn(),
+            concurrency=concurrency,
+            duration_s=step_s,
+            unique_header=CONVERSATION_HEADER,
+        )
         requests += result.requests
         failures += result.failures
         held = conversations_held(target)
     return Fill(held, requests, time.monotonic() - started, failures)
+
+
+def tree_cpu_s(root: int) -> float:
+    """User+system CPU seconds of ``root`` and every live descendant (all threads)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+        except OSError:
+            continue  # exited while we looked
+        fields = raw[raw.rindex(")") + 2 :].split()
+        stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    total, frontier = 0.0, [root]
+    while frontier:
+        pid = frontier.pop()
+        if pid in stats:
+            total += stats[pid][1]
+        frontier.extend(child for child, (parent, _) in stats.items() if parent == pid)
+    return total

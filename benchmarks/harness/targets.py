@@ -48,6 +48,7 @@ class Target:
     port: int
     headers: dict[str, str] = field(default_factory=dict)
     pid: int | None = None  # the serving process itself (for RSS), when known
+    root_pid: int | None = None  # the bounded process tree (for CPU time)
 
     def url(self, path: str = "/v1/chat/completions") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -60,8 +61,9 @@ def free_port() -> int:
         return port
 
 
-def _wait_http(port: int, path: str, timeout_s: float, proc: subprocess.Popen[bytes],
-               log: Path) -> None:  # fmt: skip
+def _wait_http(
+    port: int, path: str, timeout_s: float, proc: subprocess.Popen[bytes], log: Path
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -89,14 +91,18 @@ def _child_pid(pid: int) -> int:
 
 
 @contextmanager
-def _process(args: list[str], *, lifetime_s: int, log: Path,
-             env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:  # fmt: skip
+def _process(
+    args: list[str], *, lifetime_s: int, log: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     with log.open("wb") as out:
         proc = subprocess.Popen(
             ["timeout", "--kill-after=5", str(lifetime_s), *args],
-            cwd=REPO, env=full_env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            cwd=REPO,
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         yield proc
     finally:
@@ -111,12 +117,21 @@ def _process(args: list[str], *, lifetime_s: int, log: Path,
 @contextmanager
 def upstream(tmp: Path, chunking: Chunking, lifetime_s: int) -> Iterator[Target]:
     port = free_port()
-    args = ["python3", "-m", "benchmarks.harness.upstream", "--port", str(port),
-            "--chunk-chars", str(chunking.chars), "--chunk-delay-ms", str(chunking.delay_ms)]  # fmt: skip
+    args = [
+        "python3",
+        "-m",
+        "benchmarks.harness.upstream",
+        "--port",
+        str(port),
+        "--chunk-chars",
+        str(chunking.chars),
+        "--chunk-delay-ms",
+        str(chunking.delay_ms),
+    ]
     log = tmp / "upstream.log"
     with _process(args, lifetime_s=lifetime_s, log=log) as proc:
         _wait_http(port, "/v1/models", 30, proc, log)
-        yield Target("direct", port, pid=_child_pid(proc.pid))
+        yield Target("direct", port, pid=_child_pid(proc.pid), root_pid=proc.pid)
 
 
 NGINX_CONF = """
@@ -156,10 +171,11 @@ def nginx(tmp: Path, up: Target, lifetime_s: int) -> Iterator[Target]:
     conf = prefix / "nginx.conf"
     conf.write_text(NGINX_CONF.format(tmp=prefix, upstream=up.port, port=port))
     log = tmp / "nginx.log"
-    with _process([binary, "-c", str(conf), "-p", str(prefix)], lifetime_s=lifetime_s,
-                  log=log) as proc:  # fmt: skip
+    with _process(
+        [binary, "-c", str(conf), "-p", str(prefix)], lifetime_s=lifetime_s, log=log
+    ) as proc:
         _wait_http(port, "/v1/models", 30, proc, log)
-        yield Target("nginx", port)
+        yield Target("nginx", port, root_pid=proc.pid)
 
 
 @contextmanager
@@ -179,7 +195,7 @@ def guard(tmp: Path, up: Target, mode: str, scorer: str, lifetime_s: int) -> Ite
     with _process(args, lifetime_s=lifetime_s, log=log, env=env) as proc:
         _wait_http(port, "/healthz", 120, proc, log)
         name = f"guard-{mode}" + ("" if scorer == "onnx" else " (keyword scorer)")
-        yield Target(name, port, pid=_child_pid(proc.pid))
+        yield Target(name, port, pid=_child_pid(proc.pid), root_pid=proc.pid)
 
 
 @contextmanager
@@ -189,23 +205,40 @@ def litellm(tmp: Path, up: Target, lifetime_s: int) -> Iterator[Target]:
     port = free_port()
     key = "sk-bench-" + secrets.token_hex(12)
     conf = tmp / "litellm.yaml"
-    conf.write_text(json.dumps({  # JSON is YAML
-        "model_list": [{"model_name": "fake", "litellm_params": {
-            "model": "openai/fake", "api_base": up.url("/v1"), "api_key": "sk-x"}}],
-        "litellm_settings": {"telemetry": False},
-    }))  # fmt: skip
-    env = {"LITELLM_MASTER_KEY": key, "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-           "LITELLM_TELEMETRY": "False", "PYTHONPATH": ""}  # fmt: skip
+    conf.write_text(
+        json.dumps(
+            {  # JSON is YAML
+                "model_list": [
+                    {
+                        "model_name": "fake",
+                        "litellm_params": {
+                            "model": "openai/fake",
+                            "api_base": up.url("/v1"),
+                            "api_key": "sk-x",
+                        },
+                    }
+                ],
+                "litellm_settings": {"telemetry": False},
+            }
+        )
+    )
+    env = {
+        "LITELLM_MASTER_KEY": key,
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "LITELLM_TELEMETRY": "False",
+        "PYTHONPATH": "",
+    }
     log = tmp / "litellm.log"
     args = [str(LITELLM), "--config", str(conf), "--host", "127.0.0.1", "--port", str(port)]
     with _process(args, lifetime_s=lifetime_s, log=log, env=env) as proc:
         _wait_http(port, "/health/liveliness", 180, proc, log)
-        yield Target("litellm", port, headers={"Authorization": f"Bearer {key}"})
+        yield Target("litellm", port, headers={"Authorization": f"Bearer {key}"}, root_pid=proc.pid)
 
 
 @contextmanager
-def all_targets(names: list[str], *, scorer: str, chunking: Chunking,
-                lifetime_s: int) -> Iterator[dict[str, Target]]:  # fmt: skip
+def all_targets(
+    names: list[str], *, scorer: str, chunking: Chunking, lifetime_s: int
+) -> Iterator[dict[str, Target]]:
     """Start the upstream and every named target in front of it (``direct`` is the upstream)."""
     with tempfile.TemporaryDirectory(prefix="guard-bench-") as tmp_name, ExitStack() as stack:
         tmp = Path(tmp_name)

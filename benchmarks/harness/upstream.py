@@ -112,8 +112,16 @@ def main() -> None:
     parser.add_argument("--chunk-delay-ms", type=float, default=Chunking.delay_ms)
     args = parser.parse_args()
     app = create_app(Chunking(args.chunk_chars, args.chunk_delay_ms))
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False,
-                server_header=False, date_header=False, lifespan="off")  # fmt: skip
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        date_header=False,
+        lifespan="off",
+    )
 
 
 if __name__ == "__main__":
