@@ -72,21 +72,42 @@ def test_paired_added_is_the_median_of_same_repeat_differences() -> None:
 
 
 def _run(target: str, c: int, repeat: int, p50: float, rps: float) -> dict[str, object]:
-    return {"repeat": repeat, "target": target, "concurrency": c, "requests": 100,
-            "requests_per_s": rps, "p50_ms": p50, "p99_ms": 2 * p50, "mean_ms": p50,
-            "max_ms": 3 * p50, "failures": 0, "cpu_ms_per_request": 0.5}  # fmt: skip
+    return {
+        "repeat": repeat,
+        "target": target,
+        "concurrency": c,
+        "requests": 100,
+        "requests_per_s": rps,
+        "p50_ms": p50,
+        "p99_ms": 2 * p50,
+        "mean_ms": p50,
+        "max_ms": 3 * p50,
+        "failures": 0,
+        "cpu_ms_per_request": 0.5,
+    }
 
 
 def test_report_tables_follow_the_result_file() -> None:
     latency = [
         _run(name, 1, r, p50, rps)
         for r in range(3)
-        for name, p50, rps in (("direct", 1.0, 900), ("guard-enforce", 3.0 + r, 300),
-                               ("litellm", 20.0, 50))  # fmt: skip
+        for name, p50, rps in (
+            ("direct", 1.0, 900),
+            ("guard-enforce", 3.0 + r, 300),
+            ("litellm", 20.0, 50),
+        )
     ]
-    result = {"scorer": "onnx", "repeats": 3, "duration_s": 1, "concurrency": [1],
-              "command": "x", "started": "s", "finished": "f", "latency": latency,
-              "machine": {"cpu": "cpu", "cores": 2, "python": "3", "load_average": [1, 1, 1]}}  # fmt: skip
+    result = {
+        "scorer": "onnx",
+        "repeats": 3,
+        "duration_s": 1,
+        "concurrency": [1],
+        "command": "x",
+        "started": "s",
+        "finished": "f",
+        "latency": latency,
+        "machine": {"cpu": "cpu", "cores": 2, "python": "3", "load_average": [1, 1, 1]},
+    }
     text = report.render(result)
     assert "| enforce adds ≤ 5 ms p50 at c=1 (64-token turn) | 3.000 ms | yes |" in text
     assert "| guard ≥ 3× LiteLLM max req/s (slower guard mode) | 6.00× | yes |" in text
@@ -95,12 +116,32 @@ def test_report_tables_follow_the_result_file() -> None:
 def test_quality_table_marks_missing_results(tmp_path: Path) -> None:
     text = quality.render(None, None)
     assert "| harmbench_test | not yet measured |" in text
-    evaluation = {"model_version": "m1", "thresholds": {"flag": 0.5, "block": 0.9},
-                  "prompts": {"xstest_prompts": {
-                      "at_flag": {"n": 450, "tp": 190, "fp": 8, "fn": 10, "tn": 242,
-                                  "f1": 0.9548, "fpr": 0.032},
-                      "at_block": {"n": 450, "tp": 180, "fp": 2, "fn": 20, "tn": 248,
-                                   "f1": 0.9424, "fpr": 0.008}}}}  # fmt: skip
+    evaluation = {
+        "model_version": "m1",
+        "thresholds": {"flag": 0.5, "block": 0.9},
+        "prompts": {
+            "xstest_prompts": {
+                "at_flag": {
+                    "n": 450,
+                    "tp": 190,
+                    "fp": 8,
+                    "fn": 10,
+                    "tn": 242,
+                    "f1": 0.9548,
+                    "fpr": 0.032,
+                },
+                "at_block": {
+                    "n": 450,
+                    "tp": 180,
+                    "fp": 2,
+                    "fn": 20,
+                    "tn": 248,
+                    "f1": 0.9424,
+                    "fpr": 0.008,
+                },
+            }
+        },
+    }
     path = tmp_path / "evaluation.json"
     path.write_text(json.dumps(evaluation))
     loaded = quality._load(path)
