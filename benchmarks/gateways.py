@@ -38,7 +38,8 @@ from benchmarks.harness import clients, payload, procmem, targets
 from benchmarks.harness.load import wrk
 from benchmarks.harness.upstream import Chunking
 
-ALL_TARGETS = ["direct", "nginx", "guard-observe", "guard-enforce", "litellm"]
+ALL_TARGETS = ["direct", "nginx", "guard-observe", "guard-enforce", "guard-enforce-hold", "litellm"]
+HOLD = "guard-enforce-hold"  # streams only: non-streaming replies are judged whole anyway
 ALL_TABLES = ["latency", "hop", "stream", "turns", "memory"]
 
 
@@ -52,12 +53,13 @@ def _log(message: str) -> None:
 
 def latency(ts: dict[str, targets.Target], args: argparse.Namespace) -> list[dict[str, Any]]:
     body = payload.single_turn()
-    for target in ts.values():
+    whole = [target for name, target in ts.items() if name != HOLD]
+    for target in whole:
         wrk(target, body, concurrency=4, duration_s=2)  # warm pools, caches, model
     runs: list[dict[str, Any]] = []
     for repeat in range(args.repeats):
         for concurrency in args.concurrency:
-            for target in ts.values():
+            for target in whole:
                 cpu_before = procmem.tree_cpu_s(target.root_pid) if target.root_pid else 0.0
                 result = wrk(target, body, concurrency=concurrency, duration_s=args.duration)
                 cpu_s = procmem.tree_cpu_s(target.root_pid) - cpu_before if target.root_pid else 0

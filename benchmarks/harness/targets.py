@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -34,6 +35,7 @@ from benchmarks.harness.upstream import Chunking
 REPO = Path(__file__).resolve().parents[2]
 LITELLM = REPO / "benchmarks" / ".venv-litellm" / "bin" / "litellm"
 MODEL_FILE = REPO / "models" / "guard.onnx"
+POLICIES = REPO / "policies"
 
 
 class LaunchError(RuntimeError):
@@ -179,9 +181,26 @@ def nginx(tmp: Path, up: Target, lifetime_s: int) -> Iterator[Target]:
 
 
 @contextmanager
-def guard(tmp: Path, up: Target, mode: str, scorer: str, lifetime_s: int) -> Iterator[Target]:
-    """The guard in ``mode``; ``scorer`` is "onnx" (``guard serve``) or "keyword"."""
+def guard(
+    tmp: Path, up: Target, mode: str, scorer: str, lifetime_s: int, *, hold_benign: bool = False
+) -> Iterator[Target]:
+    """The guard in ``mode``; ``scorer`` is "onnx" (``guard serve``) or "keyword".
+
+    ``hold_benign`` runs it on a temp copy of the shipped policies with ``hold_benign: true``,
+    so benign streams are held until their first sentence is judged too (the shipped
+    policy streams benign requests without a hold; this shows what the hold costs).
+    """
     port = free_port()
+    env = {"GUARD_LOGGING__LEVEL": "info"}
+    if hold_benign:
+        policies = tmp / "policies-hold"
+        shutil.copytree(POLICIES, policies, dirs_exist_ok=True)
+        shipped = (policies / "global.yaml").read_text()
+        held = re.sub(r"hold_benign:\s*false", "hold_benign: true", shipped)
+        if held == shipped:
+            raise LaunchError("policies/global.yaml has no 'hold_benign: false' to flip")
+        (policies / "global.yaml").write_text(held)
+        env["GUARD_POLICY__DIR"] = str(policies)
     if scorer == "onnx":
         if not MODEL_FILE.exists():
             raise LaunchError(f"{MODEL_FILE} is missing: build the model or use --scorer keyword")
@@ -189,12 +208,12 @@ def guard(tmp: Path, up: Target, mode: str, scorer: str, lifetime_s: int) -> Ite
     else:
         args = ["python3", "-m", "benchmarks.harness.keyword_guard"]
     args += ["--upstream", up.url(""), "--port", str(port), "--mode", mode]
-    log = tmp / f"guard-{mode}.log"
+    log = tmp / f"guard-{mode}{'-hold' if hold_benign else ''}.log"
     # The request_completed line per request is part of the real cost; it goes to a file.
-    env = {"GUARD_LOGGING__LEVEL": "info"}
     with _process(args, lifetime_s=lifetime_s, log=log, env=env) as proc:
         _wait_http(port, "/healthz", 120, proc, log)
-        name = f"guard-{mode}" + ("" if scorer == "onnx" else " (keyword scorer)")
+        name = f"guard-{mode}" + ("-hold" if hold_benign else "")
+        name += "" if scorer == "onnx" else " (keyword scorer)"
         yield Target(name, port, pid=_child_pid(proc.pid), root_pid=proc.pid)
 
 
@@ -251,9 +270,12 @@ def all_targets(
                 started[name] = stack.enter_context(nginx(tmp, up, lifetime_s))
             elif name == "litellm":
                 started[name] = stack.enter_context(litellm(tmp, up, lifetime_s))
-            elif name in ("guard-observe", "guard-enforce"):
-                mode = name.split("-", 1)[1]
-                started[name] = stack.enter_context(guard(tmp, up, mode, scorer, lifetime_s))
+            elif name in ("guard-observe", "guard-enforce", "guard-enforce-hold"):
+                mode = name.split("-")[1]
+                hold = name.endswith("-hold")
+                started[name] = stack.enter_context(
+                    guard(tmp, up, mode, scorer, lifetime_s, hold_benign=hold)
+                )
             else:
                 raise ValueError(f"unknown target {name!r}")
         yield started
