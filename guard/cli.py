@@ -15,6 +15,7 @@ from collections.abc import Sequence
 # Each owning module also provides ``add_arguments(parser)``.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("guard.serve", "Run the guard as a reverse proxy in front of an LLM server."),
+    "score": ("guard.classifier.cli", "Score JSON lines (text or messages) with the classifier."),
 }
 
 
