@@ -88,6 +88,8 @@ def test_embeddings_body_reaches_upstream_intact(guard: Guard, fake: FakeUpstrea
     body = bytes(range(256)) * 4096  # 1 MiB, over the chat body limit on purpose
     response = httpx.post(f"{guard.url}/v1/embeddings", content=body)
     assert response.json() == {"sha256": hashlib.sha256(body).hexdigest(), "length": len(body)}
+    seen = fake.seen[-1].headers
+    assert seen["content-length"] == str(len(body)) and "transfer-encoding" not in seen
 
 
 def test_request_body_streams_to_the_upstream(guard: Guard, fake: FakeUpstream) -> None:
