@@ -76,8 +76,14 @@ async def upstream_app(scope: Scope, receive: Receive, send: Send) -> None:
 def serve_upstream(port: int) -> None:
     import uvicorn
 
-    uvicorn.run(upstream_app, host="127.0.0.1", port=port, log_level="warning",
-                access_log=False, lifespan="off")  # fmt: skip
+    uvicorn.run(
+        upstream_app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+    )
 
 
 def serve_guard(port: int, upstream_port: int) -> None:
@@ -91,14 +97,24 @@ def serve_guard(port: int, upstream_port: int) -> None:
     from guard.testing import KeywordScorer
 
     settings = load_settings(
-        overrides={"upstream": {"url": f"http://127.0.0.1:{upstream_port}"},
-                   "server": {"port": port}},
+        overrides={
+            "upstream": {"url": f"http://127.0.0.1:{upstream_port}"},
+            "server": {"port": port},
+        },
         environ={},
-    )  # fmt: skip
+    )
     configure_logging(settings.logging)  # info: the request_completed line is real cost
     app = create_app(settings, engine=Engine(KeywordScorer(), mode=Mode.ENFORCE))
-    uvicorn.run(app, host="127.0.0.1", port=port, log_config=None, access_log=False,
-                server_header=False, date_header=False, lifespan="on")  # fmt: skip
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        date_header=False,
+        lifespan="on",
+    )
 
 
 NGINX_CONF = """
@@ -153,8 +169,9 @@ def wait_for(port: int, path: str = "/v1/models", timeout: float = 30) -> None:
 @contextmanager
 def process(args: list[str]) -> Iterator[subprocess.Popen[bytes]]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         yield proc
     finally:
@@ -176,7 +193,9 @@ class Run:
     requests_per_s: float  # mean over rounds
     requests: int
     errors: int
-    proxy_cpu_us_per_request: float | None  # CPU time of the proxy process(es) per request
+    # CPU time per request of the process(es) the client talks to: the proxy, or for
+    # "direct" the upstream itself (the same upstream serves every target).
+    cpu_us_per_request: float | None
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -207,7 +226,9 @@ def wrk(url: str, concurrency: int, duration: int, script: Path | None) -> dict[
     if script is not None:
         args += ["-s", str(script)]
     out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
-    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE))
+    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.MULTILINE))
+    if set(percentiles) != {"50", "99"}:
+        raise RuntimeError(f"unreadable wrk output:\n{out}")
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: (.*)", out)
@@ -240,17 +261,23 @@ def measure(duration: int, rounds: int) -> list[Run]:
             'wrk.headers["Authorization"] = "Bearer sk-bench"\n'
         )
         with (
-            process([*me, "--role", "upstream", "--port", str(up)]),
-            process([*me, "--role", "guard", "--port", str(guard),
-                     "--upstream-port", str(up)]) as guard_proc,
+            process([*me, "--role", "upstream", "--port", str(up)]) as upstream_proc,
+            process(
+                [*me, "--role", "guard", "--port", str(guard), "--upstream-port", str(up)]
+            ) as guard_proc,
             process(["nginx", "-c", str(conf), "-p", tmp]) as nginx_proc,
-        ):  # fmt: skip
+        ):
             for port in (up, guard, nginx):
                 wait_for(port)
-            targets = {"direct": (up, None), "nginx": (nginx, nginx_proc.pid),
-                       "guard": (guard, guard_proc.pid)}  # fmt: skip
-            routes = {"GET /v1/models (pass-through)": ("/v1/models", None),
-                      "POST /v1/chat/completions (judged)": ("/v1/chat/completions", post)}  # fmt: skip
+            targets = {
+                "direct": (up, upstream_proc.pid),
+                "nginx": (nginx, nginx_proc.pid),
+                "guard": (guard, guard_proc.pid),
+            }
+            routes = {
+                "GET /v1/models (pass-through)": ("/v1/models", None),
+                "POST /v1/chat/completions (judged)": ("/v1/chat/completions", post),
+            }
             for route, (path, script) in routes.items():
                 for port, _ in targets.values():
                     wrk(f"http://127.0.0.1:{port}{path}", 4, 1, script)  # warm pools and caches
@@ -259,8 +286,9 @@ def measure(duration: int, rounds: int) -> list[Run]:
                     for _ in range(rounds):
                         for target, (port, pid) in targets.items():
                             before = cpu_seconds(pid) if pid else 0.0
-                            result = wrk(f"http://127.0.0.1:{port}{path}", concurrency,
-                                         duration, script)  # fmt: skip
+                            result = wrk(
+                                f"http://127.0.0.1:{port}{path}", concurrency, duration, script
+                            )
                             result["cpu"] = cpu_seconds(pid) - before if pid else 0.0
                             results[target].append(result)
                     for target, (_, pid) in targets.items():
@@ -283,30 +311,35 @@ def _summarise(
         requests_per_s=statistics.fmean(r["rps"] for r in results),
         requests=requests,
         errors=int(sum(r["errors"] for r in results)),
-        proxy_cpu_us_per_request=cpu / requests * 1e6 if pid and requests else None,
+        cpu_us_per_request=cpu / requests * 1e6 if pid and requests else None,
     )
 
 
 def _print(run: Run) -> None:
-    cpu = f" cpu={run.proxy_cpu_us_per_request:.0f} us/req" if run.proxy_cpu_us_per_request else ""
-    print(f"  {run.target:6} {run.route:36} c={run.concurrency:<2} p50={run.p50_ms:.3f} ms "
-          f"p99={run.p99_ms:.3f} ms {run.requests_per_s:.0f} req/s{cpu}", file=sys.stderr)  # fmt: skip
+    cpu = f" cpu={run.cpu_us_per_request:.0f} us/req" if run.cpu_us_per_request else ""
+    print(
+        f"  {run.target:6} {run.route:36} c={run.concurrency:<2} p50={run.p50_ms:.3f} ms "
+        f"p99={run.p99_ms:.3f} ms {run.requests_per_s:.0f} req/s{cpu}",
+        file=sys.stderr,
+    )
 
 
 def table(runs: list[Run]) -> str:
     direct = {(r.route, r.concurrency): r for r in runs if r.target == "direct"}
     lines = [
         "| route | target | conc. | p50 ms | p99 ms | added p50 ms | added p99 ms | req/s |"
-        " proxy CPU us/req |",
+        " CPU us/req |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
         base = direct[(r.route, r.concurrency)]
         added = "-" if r.target == "direct" else f"{r.p50_ms - base.p50_ms:+.3f}"
         added99 = "-" if r.target == "direct" else f"{r.p99_ms - base.p99_ms:+.3f}"
-        cpu = f"{r.proxy_cpu_us_per_request:.0f}" if r.proxy_cpu_us_per_request else "-"
-        lines.append(f"| {r.route} | {r.target} | {r.concurrency} | {r.p50_ms:.3f} | "
-                     f"{r.p99_ms:.3f} | {added} | {added99} | {r.requests_per_s:.0f} | {cpu} |")  # fmt: skip
+        cpu = f"{r.cpu_us_per_request:.0f}" if r.cpu_us_per_request else "-"
+        lines.append(
+            f"| {r.route} | {r.target} | {r.concurrency} | {r.p50_ms:.3f} | "
+            f"{r.p99_ms:.3f} | {added} | {added99} | {r.requests_per_s:.0f} | {cpu} |"
+        )
     return "\n".join(lines)
 
 
