@@ -61,16 +61,23 @@ def slope(values: Sequence[float]) -> float:
 
 
 def assess(
-    turn_scores: Sequence[HarmScore],
+    recent: Sequence[HarmScore],
     joint: HarmScore,
     state: ConversationState | None,
     config: EscalationConfig,
+    *,
+    turn: int | None = None,
 ) -> Escalation:
-    """Combine the signals for the newest user turn (``turn_scores[-1]``)."""
-    last = turn_scores[-1] if turn_scores else HarmScore.benign()
-    turn = len(turn_scores)
-    recent = [s.risk for s in turn_scores[-config.trend_turns :]]
-    trend = slope(recent) if len(recent) >= config.trend_min_turns else 0.0
+    """Combine the signals for the newest user turn (``recent[-1]``).
+
+    ``recent`` holds the scores of the last user turns, oldest first (at least
+    ``trend_turns`` of them when the conversation has that many); ``turn`` is the newest
+    turn's number, ``len(recent)`` when omitted.
+    """
+    last = recent[-1] if recent else HarmScore.benign()
+    turn = len(recent) if turn is None else turn
+    risks = [s.risk for s in recent[-config.trend_turns :]]
+    trend = slope(risks) if len(risks) >= config.trend_min_turns else 0.0
     source = joint if joint.risk > last.risk else last
     base, category = source.risk, source.category
     risk = base + min(config.trend_weight * max(trend, 0.0), config.trend_cap)

@@ -137,9 +137,11 @@ class ConversationMemory:
             if m.role == "assistant"
         ]
         integrity = check_history(known, assistant_hashes, len(users))
-        turn_scores, joint, fresh = await self._score(users)
-        esc = assess(turn_scores, joint, known, self._config)
-        single_max = max((s.risk for s in turn_scores), default=0.0)
+        recent, joint, fresh = await self._score(users)
+        esc = assess(recent, joint, known, self._config, turn=len(users))
+        # "No single turn reached it": judged over the recent turns, which are the
+        # ones the joint score and the trend look at.
+        single_max = max((s.risk for s in recent), default=0.0)
         newly_escalated = (
             esc.risk >= self._threshold
             and single_max < self._threshold
@@ -163,7 +165,7 @@ class ConversationMemory:
             conversation=key.conversation,
             tenant=key.tenant,
             turn=len(users),
-            turn_score=turn_scores[-1] if turn_scores else HarmScore.benign(),
+            turn_score=recent[-1] if recent else HarmScore.benign(),
             joint_score=joint,
             risk=esc.risk,
             trend=esc.trend,
@@ -223,35 +225,44 @@ class ConversationMemory:
             )
 
     async def _score(self, users: Sequence[str]) -> tuple[list[HarmScore], HarmScore, int]:
-        """Per-turn scores (cached by keyed hash) and the joint score of recent turns."""
-        hashes = [self._keyring.text(text) for text in users]
+        """Scores of the recent user turns and the joint text; every turn scored once.
+
+        Each user turn's keyed hash is checked against the score cache (a rewritten or
+        first-seen turn anywhere in the history is scored), but only the recent turns'
+        scores are materialised: older ones already went into the conversation's record.
+        """
+        hashes = [self._keyring.prompt(text) for text in users]
+        recent = hashes[-max(self._config.trend_turns, 1) :]
         joint_text = " ".join(users[-self._config.joint_turns :]) if len(users) > 1 else None
-        joint_hash = self._keyring.text(joint_text) if joint_text is not None else None
+        joint_hash = self._keyring.prompt(joint_text) if joint_text is not None else None
         found: dict[str, HarmScore] = {}
+        for text_hash in (*recent, joint_hash):
+            if text_hash is not None and text_hash not in found:
+                cached = self._scores.get(text_hash)
+                if cached is not None:
+                    found[text_hash] = cached
         missing: dict[str, str] = {}
-        pending = list(zip(hashes, users, strict=True))
-        if joint_text is not None and joint_hash is not None:
-            pending.append((joint_hash, joint_text))
-        for text_hash, text in pending:
-            if text_hash in found or text_hash in missing:
-                continue
-            cached = self._scores.get(text_hash)
-            if cached is None:
+        for text_hash, text in zip(hashes, users, strict=True):
+            if (
+                text_hash not in found
+                and text_hash not in missing
+                and text_hash not in self._scores
+            ):
                 missing[text_hash] = text
-            else:
-                found[text_hash] = cached
+        fresh_turns = len(missing)
+        if joint_text is not None and joint_hash is not None and joint_hash not in found:
+            missing.setdefault(joint_hash, joint_text)
         if missing:
             results = await self._scorer.score_prompts(list(missing.values()))
             for text_hash, score in zip(missing, results, strict=True):
                 self._scores.put(text_hash, score)
                 found[text_hash] = score
-        turn_scores = [found[h] for h in hashes]
+        recent_scores = [found[h] for h in recent]
         if joint_hash is not None:
             joint = found[joint_hash]
         else:
-            joint = turn_scores[-1] if turn_scores else HarmScore.benign()
-        fresh_turns = len({h for h in hashes if h in missing})
-        return turn_scores, joint, fresh_turns
+            joint = recent_scores[-1] if recent_scores else HarmScore.benign()
+        return recent_scores, joint, fresh_turns
 
     async def _read(self, storage_key: str) -> ConversationState | None:
         try:
