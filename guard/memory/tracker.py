@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import structlog
@@ -137,8 +137,12 @@ class ConversationMemory:
             if m.role == "assistant"
         ]
         integrity = check_history(known, assistant_hashes, len(users))
-        recent, joint, fresh = await self._score(users)
-        esc = assess(recent, joint, known, self._config, turn=len(users))
+        scored = await self._score(users)
+        recent, joint, fresh = scored.recent, scored.joint, scored.fresh_turns
+        turn = len(users)
+        decay = self._config.peak_decay
+        view = _with_peak(known, scored.earlier, turn, decay)
+        esc = assess(recent, joint, view, self._config, turn=turn)
         # "No single turn reached it": judged over the recent turns, which are the
         # ones the joint score and the trend look at.
         single_max = max((s.risk for s in recent), default=0.0)
@@ -150,12 +154,11 @@ class ConversationMemory:
         await self._write(
             key.storage_key,
             _judged(
-                seed=known,
-                turn=len(users),
-                base=esc.base,
-                base_category=esc.base_category,
+                seed=view,
+                turn=turn,
+                peaks=(Peak(esc.base, turn, esc.base_category), scored.earlier),
                 escalated=newly_escalated,
-                decay=self._config.peak_decay,
+                decay=decay,
                 now=self._clock(),
             ),
         )
@@ -224,7 +227,7 @@ class ConversationMemory:
                 "state_record_lost", conversation=judgement.conversation, error=type(exc).__name__
             )
 
-    async def _score(self, users: Sequence[str]) -> tuple[list[HarmScore], HarmScore, int]:
+    async def _score(self, users: Sequence[str]) -> Scored:
         """Scores of the recent user turns and the joint text; every turn scored once.
 
         Each user turn's keyed hash is checked against the score cache (a rewritten or
@@ -262,7 +265,15 @@ class ConversationMemory:
             joint = found[joint_hash]
         else:
             joint = recent_scores[-1] if recent_scores else HarmScore.benign()
-        return recent_scores, joint, fresh_turns
+        # A turn before the recent window that was scored now (first contact, or a
+        # rewritten earlier turn) still counts: as the conversation's peak at its turn.
+        earlier: Peak | None = None
+        older = len(hashes) - len(recent)
+        for index, text_hash in enumerate(hashes[:older]):
+            older_score = found.get(text_hash)
+            if older_score is not None and (earlier is None or older_score.risk >= earlier.risk):
+                earlier = Peak(older_score.risk, index + 1, older_score.category)
+        return Scored(recent_scores, joint, fresh_turns, earlier)
 
     async def _read(self, storage_key: str) -> ConversationState | None:
         try:
@@ -292,12 +303,54 @@ class ConversationMemory:
             self._metrics.escalations.inc()
 
 
+@dataclass(frozen=True, slots=True)
+class Peak:
+    """A risk observed at a turn, carried forward with a per-turn decay."""
+
+    risk: float
+    turn: int
+    category: str
+
+    def at(self, turn: int, decay: float) -> float:
+        return self.risk * decay ** max(turn - self.turn, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    recent: list[HarmScore]  # the last user turns, oldest first
+    joint: HarmScore
+    fresh_turns: int
+    earlier: Peak | None  # the worst freshly scored turn before the recent window
+
+
+def _peak_of(state: ConversationState) -> Peak | None:
+    if state.peak_category is None or state.peak_risk <= 0.0:
+        return None
+    return Peak(state.peak_risk, state.peak_turn, state.peak_category)
+
+
+def _with_peak(
+    state: ConversationState | None, candidate: Peak | None, turn: int, decay: float
+) -> ConversationState | None:
+    """``state`` with ``candidate`` as its peak where that weighs more at ``turn``."""
+    if candidate is None or candidate.risk <= 0.0:
+        return state
+    current = _peak_of(state) if state is not None else None
+    if current is not None and current.at(turn, decay) >= candidate.at(turn, decay):
+        return state
+    return replace(
+        state or ConversationState(),
+        peak_risk=candidate.risk,
+        peak_turn=candidate.turn,
+        peak_category=candidate.category,
+    )
+
+
 def _judged(
     *,
     seed: ConversationState | None,
     turn: int,
-    base: float,
-    base_category: str | None,
+    peaks: Sequence[Peak | None],
     escalated: bool,
     decay: float,
     now: float,
@@ -306,9 +359,8 @@ def _judged(
 
     def change(current: ConversationState | None) -> ConversationState:
         state = current or seed or ConversationState()
-        carried = state.peak_risk * decay ** max(turn - state.peak_turn, 0)
-        if base >= carried and base > 0.0:
-            state = replace(state, peak_risk=base, peak_turn=turn, peak_category=base_category)
+        for peak in peaks:
+            state = _with_peak(state, peak, turn, decay) or state
         return replace(
             state,
             user_turns=max(state.user_turns, turn),
