@@ -72,6 +72,7 @@ class Trace:
     risks: list[float] = field(default_factory=list)  # conversation-level, per turn
     turn_risks: list[float] = field(default_factory=list)  # the last turn alone
     clean_faults: int = 0  # forged/pruned raised on histories the guard relayed
+    clean_requests: int = 0
     forged_caught: dict[str, bool] = field(default_factory=dict)  # "mode/kind" -> caught
 
 
@@ -125,6 +126,7 @@ async def replay(
             trace.risks.append(judgement.risk)
             trace.turn_risks.append(judgement.turn_score.risk)
         trace.clean_faults += int(judgement.forged_turns > 0 or judgement.pruned)
+        trace.clean_requests += 1
         reply = dialogue.replies[i] or f"Noted ({dialogue.id}, turn {i + 1})."
         await memory.record(judgement, relayed=reply, refusal=None, category=None, blocked=False)
         history.append(Message("assistant", reply))
@@ -201,6 +203,7 @@ class Scores:
     forged_detected: dict[str, float]
     forged_probes: dict[str, int]
     clean_faults: int
+    clean_requests: int
     conversations: dict[str, int]
 
 
@@ -255,6 +258,7 @@ def score(attacks: list[Trace], benign: list[Trace], flag: float, block: float) 
         forged_detected={k: sum(v) / len(v) for k, v in sorted(forged.items())},
         forged_probes={k: len(v) for k, v in sorted(forged.items())},
         clean_faults=sum(t.clean_faults for t in (*attacks, *benign)),
+        clean_requests=sum(t.clean_requests for t in (*attacks, *benign)),
         conversations={
             "attack": len(attacks),
             "benign": len(benign),
@@ -326,7 +330,10 @@ def report(result: Scores, args: argparse.Namespace, seconds: float) -> str:
     lines += [
         f"| {k} | {result.forged_probes[k]} | {pct(v)} |" for k, v in result.forged_detected.items()
     ]
-    lines.append(f"\nfaults raised on histories the guard relayed itself: {result.clean_faults}")
+    lines.append(
+        f"\nfaults raised on histories the guard relayed itself: {result.clean_faults} "
+        f"(of {result.clean_requests} requests)"
+    )
     return "\n".join(lines)
 
 
