@@ -269,12 +269,11 @@ def score(attacks: list[Trace], benign: list[Trace], flag: float, block: float) 
 
 async def run(args: argparse.Namespace) -> tuple[list[Trace], list[Trace]]:
     split_dir = args.data / args.split / "multiturn"
+    limit = args.limit or None
     attack_sets = [load(split_dir / f"{name}.norm.jsonl") for name in ATTACK_SETS[args.split]]
     benign_sets = [load(split_dir / f"{name}.norm.jsonl") for name in BENIGN_SETS[args.split]]
-    dialogues = [(d, True) for ds in attack_sets for d in ds]
-    dialogues += [(d, False) for ds in benign_sets for d in ds]
-    if args.limit:
-        dialogues = dialogues[: args.limit]
+    dialogues = [(d, True) for ds in attack_sets for d in ds[:limit]]
+    dialogues += [(d, False) for ds in benign_sets for d in ds[:limit]]
     pool = [" ".join(r.split()) for d, _ in dialogues for r in d.replies if r]
     scorer = make_scorer(args.scorer, args.model_dir)
     config = EscalationConfig(
@@ -366,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--trend-weight", type=float, default=defaults.trend_weight)
     parser.add_argument("--peak-decay", type=float, default=defaults.peak_decay)
     parser.add_argument("--sweep", action="store_true", help="also tabulate flag thresholds")
-    parser.add_argument("--limit", type=int, default=0, help="first N conversations (smoke runs)")
+    parser.add_argument("--limit", type=int, default=0, help="first N of each set (smoke runs)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json-out", type=Path, default=None)
     args = parser.parse_args(argv)

@@ -29,7 +29,10 @@ from guard.scoring import HarmScore
 
 @dataclass(frozen=True, slots=True)
 class EscalationConfig:
-    joint_turns: int = 4  # user turns scored together
+    joint_turns: int = 4  # user turns scored together; 0 or 1 turns joint scoring off
+    # The joint text's tail is kept to about one classifier window (128 tokens), so the
+    # second text a request scores costs what a short turn costs.
+    joint_chars: int = 480
     trend_turns: int = 5  # user turns the slope is fitted over
     trend_min_turns: int = 3  # two points make a jump, not a trend
     trend_weight: float = 1.0  # risk added per unit of positive slope (risk per turn)
@@ -46,6 +49,19 @@ class Escalation:
     base_category: str  # the category of ``base``
     trend: float
     category: str | None
+
+
+def joint_text(users: Sequence[str], config: EscalationConfig) -> str | None:
+    """The recent user turns as one text, newest last; None when there is nothing to join."""
+    if config.joint_turns < 2 or len(users) < 2:
+        return None
+    text = " ".join(users[-config.joint_turns :])
+    if len(text) > config.joint_chars:
+        tail = text[-config.joint_chars :]
+        # Start at a word boundary: a cut word reads as noise to the tokenizer.
+        space = tail.find(" ")
+        text = tail[space + 1 :] if 0 <= space < len(tail) // 4 else tail
+    return text
 
 
 def slope(values: Sequence[float]) -> float:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from guard.errors import StateStoreError, StateStoreUnavailable
-from guard.memory.escalation import EscalationConfig, assess
+from guard.memory.escalation import EscalationConfig, assess, joint_text
 from guard.memory.identity import (
     ConversationKey,
     Keyring,
@@ -100,6 +100,7 @@ class ConversationMemory:
             scorer,
             store,
             keyring,
+            config=EscalationConfig(joint_turns=settings.joint_turns),
             escalation_threshold=settings.escalation_threshold,
             score_cache_entries=settings.score_cache_entries,
             metrics=metrics,
@@ -236,8 +237,8 @@ class ConversationMemory:
         """
         hashes = [self._keyring.prompt(text) for text in users]
         recent = hashes[-max(self._config.trend_turns, 1) :]
-        joint_text = " ".join(users[-self._config.joint_turns :]) if len(users) > 1 else None
-        joint_hash = self._keyring.prompt(joint_text) if joint_text is not None else None
+        joint = joint_text(users, self._config)
+        joint_hash = self._keyring.prompt(joint) if joint is not None else None
         found: dict[str, HarmScore] = {}
         for text_hash in (*recent, joint_hash):
             if text_hash is not None and text_hash not in found:
@@ -253,8 +254,8 @@ class ConversationMemory:
             ):
                 missing[text_hash] = text
         fresh_turns = len(missing)
-        if joint_text is not None and joint_hash is not None and joint_hash not in found:
-            missing.setdefault(joint_hash, joint_text)
+        if joint is not None and joint_hash is not None and joint_hash not in found:
+            missing.setdefault(joint_hash, joint)
         if missing:
             results = await self._scorer.score_prompts(list(missing.values()))
             for text_hash, score in zip(missing, results, strict=True):
@@ -262,9 +263,9 @@ class ConversationMemory:
                 found[text_hash] = score
         recent_scores = [found[h] for h in recent]
         if joint_hash is not None:
-            joint = found[joint_hash]
+            joint_score = found[joint_hash]
         else:
-            joint = recent_scores[-1] if recent_scores else HarmScore.benign()
+            joint_score = recent_scores[-1] if recent_scores else HarmScore.benign()
         # A turn before the recent window that was scored now (first contact, or a
         # rewritten earlier turn) still counts: as the conversation's peak at its turn.
         earlier: Peak | None = None
@@ -273,7 +274,7 @@ class ConversationMemory:
             older_score = found.get(text_hash)
             if older_score is not None and (earlier is None or older_score.risk >= earlier.risk):
                 earlier = Peak(older_score.risk, index + 1, older_score.category)
-        return Scored(recent_scores, joint, fresh_turns, earlier)
+        return Scored(recent_scores, joint_score, fresh_turns, earlier)
 
     async def _read(self, storage_key: str) -> ConversationState | None:
         try:
