@@ -2,11 +2,19 @@
 
 Names carry the ``guard_`` prefix, base units (seconds, bytes) and ``_total`` for
 counters; every label has a small fixed set of values, listed beside it.
+
+Every series of those fixed label sets is created at zero when the metrics are built, so
+a scrape shows it before its first event: ``rate``/``increase`` then see the first
+increment (an alert on the first failed policy reload needs the 0 before the 1) and
+dashboards show 0 rather than "no data".  The dashboard and alert rules in deploy/ use
+exactly these names; tests/deploy checks them against a fresh registry.
 """
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from guard.scoring import HAZARDS
 
 # Latency buckets from 100 us to 60 s: the guard's own work is sub-millisecond to a few
 # milliseconds, the upstream's is seconds.
@@ -23,6 +31,11 @@ REFUSALS = ("none", "bare", "reasoned", "partial")  # label: refusal
 HISTORY_FAULTS = ("forged", "pruned")  # label: kind
 STORE_OPS = ("get", "put")  # label: op
 STAGES = ("prompt", "reply")  # label: stage
+STATUSES = ("2xx", "4xx", "5xx")  # label: status
+ACTIONS = ("flag", "block", "rewrite")  # label: decision, of category_actions
+OUTCOMES = ("fail_open", "fail_closed")  # label: outcome
+UPSTREAM_ERRORS = ("unavailable", "timeout", "bad_response")  # label: kind
+RELOAD_RESULTS = ("success", "failure")  # label: result
 
 
 class GuardMetrics:
@@ -34,7 +47,7 @@ class GuardMetrics:
         self.requests = Counter(
             "guard_requests_total", "Requests handled, by route and HTTP status class.",
             ["route", "status"], registry=r,
-        )  # status: 2xx 4xx 5xx
+        )
         self.request_duration = Histogram(
             "guard_request_duration_seconds", "Whole request time seen by the client.",
             ["route"], buckets=_LATENCY, registry=r,
@@ -87,14 +100,14 @@ class GuardMetrics:
         self.scoring_failures = Counter(
             "guard_scoring_failures_total", "Scoring errors and timeouts, by failure policy.",
             ["outcome"], registry=r,
-        )  # outcome: fail_open fail_closed
+        )
         self.upstream_duration = Histogram(
             "guard_upstream_duration_seconds", "Upstream time to response headers.",
             buckets=_LATENCY, registry=r,
         )
         self.upstream_errors = Counter(
             "guard_upstream_errors_total", "Upstream failures by kind.", ["kind"], registry=r,
-        )  # kind: unavailable timeout bad_response
+        )
         self.guard_overhead = Histogram(
             "guard_overhead_seconds", "Time the guard itself added to a request (decisions).",
             ["direction"], buckets=_LATENCY, registry=r,
@@ -115,7 +128,42 @@ class GuardMetrics:
         )
         self.policy_reloads = Counter(
             "guard_policy_reloads_total", "Policy reloads by result.", ["result"], registry=r,
-        )  # result: success failure
+        )
         self.policy_info = Info(
             "guard_policy", "Active policy version (content hash) and mode.", registry=r,
         )
+        self._create_known_series()
+
+    def _create_known_series(self) -> None:
+        """Create every series of the fixed label sets at zero (see the module docstring).
+
+        Labels whose values are open (``over_refusals``' category may name a benign topic)
+        are left to appear on first use.
+        """
+        for route in ROUTES:
+            self.request_duration.labels(route=route)
+            for status in STATUSES:
+                self.requests.labels(route=route, status=status)
+        for direction in DIRECTIONS:
+            self.guard_overhead.labels(direction=direction)
+            for decision in DECISIONS:
+                self.would_decisions.labels(direction=direction, decision=decision)
+                for mode in MODES:
+                    self.decisions.labels(direction=direction, decision=decision, mode=mode)
+        for category in HAZARDS:
+            for action in ACTIONS:
+                self.category_actions.labels(category=category, decision=action)
+        for refusal in REFUSALS:
+            self.refusals.labels(refusal=refusal)
+        for kind in HISTORY_FAULTS:
+            self.history_faults.labels(kind=kind)
+        for stage in STAGES:
+            self.classifier_duration.labels(stage=stage)
+        for outcome in OUTCOMES:
+            self.scoring_failures.labels(outcome=outcome)
+        for error in UPSTREAM_ERRORS:
+            self.upstream_errors.labels(kind=error)
+        for op in STORE_OPS:
+            self.store_errors.labels(op=op)
+        for result in RELOAD_RESULTS:
+            self.policy_reloads.labels(result=result)

@@ -1,5 +1,6 @@
 """Conversation memory: escalation, split intent, forged and pruned history."""
 
 from guard.memory.judgement import ConversationJudgement
+from guard.memory.tracker import ConversationMemory
 
-__all__ = ["ConversationJudgement"]
+__all__ = ["ConversationJudgement", "ConversationMemory"]

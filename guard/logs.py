@@ -1,0 +1,54 @@
+"""Structured logging: JSON lines, a request id bound per request, no content by default.
+
+Every event has a static name and key/values.  Prompt and reply text are logged only
+when ``logging.include_content`` is on; credentials never are.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import structlog
+
+from guard.settings import LogSettings
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+           "error": logging.ERROR}  # fmt: skip
+
+
+def configure_logging(settings: LogSettings) -> None:
+    """Route structlog (and the stdlib loggers of uvicorn) to stderr at the set level."""
+    level = _LEVELS[settings.level]
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer()
+        if settings.format == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(name)s %(levelname)s %(message)s")
+
+
+@contextmanager
+def bound_request(request_id: str) -> Iterator[None]:
+    """Bind ``request_id`` to every log event of the current request (a contextvar)."""
+    with structlog.contextvars.bound_contextvars(request_id=request_id):
+        yield
+
+
+def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(name)
+    return logger

@@ -1,0 +1,98 @@
+"""Conversation-level risk: what no single turn shows, the conversation may.
+
+Four signals, combined in :func:`assess`:
+
+* per-turn scores: the newest user turn alone;
+* the joint score: the last ``joint_turns`` user turns joined (by spaces, so a phrase
+  cut across turns reads whole) and scored as one text,
+  which catches a harmful request split across turns (each piece harmless);
+* the trend: the least-squares slope of per-turn risk over the last ``trend_turns``
+  turns (Crescendo: each turn a little worse), added as a bonus when positive;
+* the record: the conversation's peak risk carried forward with a per-turn decay, and
+  earlier refusals and blocks, weighted up when the current turn is about a category
+  that was refused before.  The record lives in the conversation's state, so it
+  survives a client dropping or rewriting the refused turns.
+
+The weights are an :class:`EscalationConfig`; the defaults were tuned on
+train/multiturn (see benchmarks/README.md), never on eval/.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from guard.memory.score_cache import category_score
+from guard.memory.state import ConversationState
+from guard.scoring import HarmScore
+
+
+@dataclass(frozen=True, slots=True)
+class EscalationConfig:
+    joint_turns: int = 4  # user turns scored together
+    trend_turns: int = 5  # user turns the slope is fitted over
+    trend_min_turns: int = 3  # two points make a jump, not a trend
+    trend_weight: float = 1.0  # risk added per unit of positive slope (risk per turn)
+    trend_cap: float = 0.25  # most the trend can add
+    peak_decay: float = 0.8  # share of the peak risk carried to the next turn
+    refusal_weight: float = 0.1  # added when the conversation was refused or blocked
+    category_weight: float = 0.5  # times the current turn's score in a refused category
+
+
+@dataclass(frozen=True, slots=True)
+class Escalation:
+    risk: float  # conversation-level risk, 0-1
+    base: float  # max of the turn and joint scores: what the classifier alone says
+    base_category: str  # the category of ``base``
+    trend: float
+    category: str | None
+
+
+def slope(values: Sequence[float]) -> float:
+    """Least-squares slope of ``values`` against their index (0 for < 2 values)."""
+    n = len(values)
+    if n < 2:
+        return 0.0
+    mean_x = (n - 1) / 2
+    mean_y = sum(values) / n
+    num = sum((i - mean_x) * (v - mean_y) for i, v in enumerate(values))
+    den = sum((i - mean_x) ** 2 for i in range(n))
+    return num / den
+
+
+def assess(
+    turn_scores: Sequence[HarmScore],
+    joint: HarmScore,
+    state: ConversationState | None,
+    config: EscalationConfig,
+) -> Escalation:
+    """Combine the signals for the newest user turn (``turn_scores[-1]``)."""
+    last = turn_scores[-1] if turn_scores else HarmScore.benign()
+    turn = len(turn_scores)
+    recent = [s.risk for s in turn_scores[-config.trend_turns :]]
+    trend = slope(recent) if len(recent) >= config.trend_min_turns else 0.0
+    source = joint if joint.risk > last.risk else last
+    base, category = source.risk, source.category
+    risk = base + min(config.trend_weight * max(trend, 0.0), config.trend_cap)
+    if state is not None:
+        if state.peak_risk > 0.0 and state.peak_category is not None:
+            carried = state.peak_risk * config.peak_decay ** max(turn - state.peak_turn, 0)
+            if carried > risk:
+                risk, category = carried, state.peak_category
+        if state.refusals or state.blocks:
+            risk += config.refusal_weight
+            repeat = max(
+                (
+                    max(category_score(last, name), category_score(joint, name))
+                    for name in state.refused_categories
+                ),
+                default=0.0,
+            )
+            risk += config.category_weight * repeat
+    return Escalation(
+        risk=min(max(risk, 0.0), 1.0),
+        base=base,
+        base_category=source.category,
+        trend=trend,
+        category=category if risk > 0.0 else None,
+    )

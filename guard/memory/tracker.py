@@ -1,0 +1,338 @@
+"""The conversation memory's public face: judge a request, record what was relayed.
+
+:meth:`ConversationMemory.judge` identifies the conversation (tenant-namespaced keyed
+hashes), scores only the user turns it has not scored before plus one joint text of
+the recent turns, checks the history against the replies the guard relayed, and
+combines everything into a :class:`ConversationJudgement`.  The engine calls
+:meth:`ConversationMemory.record` after a reply was relayed (or a request blocked), so
+the next request of the conversation can be checked against it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import structlog
+
+from guard.errors import StateStoreError, StateStoreUnavailable
+from guard.memory.escalation import EscalationConfig, assess
+from guard.memory.identity import (
+    ConversationKey,
+    Keyring,
+    continuation,
+    conversation_key,
+    keyring_from_settings,
+)
+from guard.memory.integrity import check_history
+from guard.memory.judgement import ConversationJudgement
+from guard.memory.memory_store import MemoryStore
+from guard.memory.redis_store import RedisStore
+from guard.memory.resilient_store import ResilientStore
+from guard.memory.score_cache import ScoreCache
+from guard.memory.state import ConversationState
+from guard.memory.store import Change, StateStore
+from guard.metrics import GuardMetrics
+from guard.scoring import HarmScore, Refusal, Scorer
+from guard.settings import MemorySettings
+
+if TYPE_CHECKING:  # guard.decisions imports the judgement from this package
+    from guard.decisions import GuardRequest
+
+log = structlog.get_logger(__name__)
+
+
+class ConversationMemory:
+    """Multi-turn judgement and history integrity over a :class:`StateStore`."""
+
+    def __init__(
+        self,
+        scorer: Scorer,
+        store: StateStore,
+        keyring: Keyring,
+        *,
+        config: EscalationConfig | None = None,
+        escalation_threshold: float = 0.5,
+        score_cache_entries: int = 50_000,
+        metrics: GuardMetrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._scorer = scorer
+        self._store = store
+        self._keyring = keyring
+        self._config = config or EscalationConfig()
+        self._threshold = escalation_threshold
+        self._scores = ScoreCache(score_cache_entries)
+        self._metrics = metrics
+        self._clock = clock
+
+    @classmethod
+    def from_settings(
+        cls, settings: MemorySettings, scorer: Scorer, metrics: GuardMetrics | None = None
+    ) -> ConversationMemory:
+        """Build the configured store; raises ConfigError (e.g. Redis without a secret)."""
+        keyring = keyring_from_settings(settings)
+
+        def local() -> MemoryStore:
+            return MemoryStore(
+                ttl_s=settings.ttl_s,
+                max_conversations=settings.max_conversations,
+                max_bytes=settings.max_bytes,
+                metrics=metrics,
+            )
+
+        store: StateStore
+        if settings.backend == "memory":
+            store = local()
+        else:
+            store = ResilientStore(
+                RedisStore(
+                    settings.redis_url, ttl_s=settings.ttl_s, timeout_s=settings.redis_timeout_s
+                ),
+                on_error=settings.on_store_error,
+                fallback=local() if settings.on_store_error == "local" else None,
+                metrics=metrics,
+                retry_interval_s=settings.reconnect_interval_s,
+            )
+        return cls(
+            scorer,
+            store,
+            keyring,
+            escalation_threshold=settings.escalation_threshold,
+            score_cache_entries=settings.score_cache_entries,
+            metrics=metrics,
+        )
+
+    @property
+    def store(self) -> StateStore:
+        return self._store
+
+    async def aclose(self) -> None:
+        await self._store.aclose()
+
+    async def judge(self, request: GuardRequest) -> ConversationJudgement:
+        """Conversation-level judgement of the request's newest user turn.
+
+        Raises :class:`StateStoreUnavailable` only when the store is down and
+        configured to fail closed; scoring errors propagate unchanged.
+        """
+        key = conversation_key(
+            self._keyring,
+            request.conversation,
+            tenant=request.tenant,
+            explicit_id=request.conversation_id,
+        )
+        users = request.conversation.user_turns
+        state = await self._read(key.storage_key)
+        known = state
+        if known is None and key.opening_storage_key is not None:
+            # The continuation is new but its opening is known: the first reply must
+            # be one the guard relayed for that opening, or it is forged.
+            known = await self._read(key.opening_storage_key)
+        assistant_hashes = [
+            self._keyring.text(m.text)
+            for m in request.conversation.messages
+            if m.role == "assistant"
+        ]
+        integrity = check_history(known, assistant_hashes, len(users))
+        turn_scores, joint, fresh = await self._score(users)
+        esc = assess(turn_scores, joint, known, self._config)
+        single_max = max((s.risk for s in turn_scores), default=0.0)
+        newly_escalated = (
+            esc.risk >= self._threshold
+            and single_max < self._threshold
+            and not (known is not None and known.escalated)
+        )
+        await self._write(
+            key.storage_key,
+            _judged(
+                seed=known,
+                turn=len(users),
+                base=esc.base,
+                base_category=esc.base_category,
+                escalated=newly_escalated,
+                decay=self._config.peak_decay,
+                now=self._clock(),
+            ),
+        )
+        self._count(integrity.forged_turns, integrity.pruned, newly_escalated)
+        refused = known.refused_categories if known is not None else ()
+        return ConversationJudgement(
+            conversation=key.conversation,
+            tenant=key.tenant,
+            turn=len(users),
+            turn_score=turn_scores[-1] if turn_scores else HarmScore.benign(),
+            joint_score=joint,
+            risk=esc.risk,
+            trend=esc.trend,
+            category=esc.category if esc.risk > 0.0 else None,
+            prior_refusals=known.refusals if known is not None else 0,
+            prior_blocks=known.blocks if known is not None else 0,
+            refused_categories=frozenset(refused),
+            forged_turns=integrity.forged_turns,
+            pruned=integrity.pruned,
+            first_contact=integrity.first_contact,
+            scored_turns=fresh,
+            key_kind=key.kind,
+        )
+
+    async def record(
+        self,
+        judgement: ConversationJudgement,
+        *,
+        relayed: str | None,
+        refusal: Refusal | None,
+        category: str | None,
+        blocked: bool,
+    ) -> None:
+        """Remember what the client got: ``relayed`` is the exact text sent (the guard's
+        own reply for blocks and rewrites), ``refusal`` its type when known.
+
+        Never raises for store outages: the reply is already on its way, and the next
+        judge() reports the outage per ``memory.on_store_error``.
+        """
+        reply_hash = self._keyring.text(relayed) if relayed is not None else None
+        refused_category = category or judgement.category
+        change = _recorded(
+            turn=judgement.turn,
+            reply_hash=reply_hash,
+            refused=refusal is not None and refusal.is_refusal,
+            blocked=blocked,
+            category=refused_category,
+            now=self._clock(),
+        )
+        storage_key = f"{judgement.tenant}:{judgement.conversation}"
+        try:
+            state = await self._store.update(storage_key, change)
+            if judgement.key_kind == "opening" and relayed is not None:
+                # The next request carries this reply and is keyed by it: start that
+                # conversation's state from the opening's record.
+                follow_on = ConversationKey(
+                    judgement.tenant,
+                    continuation(self._keyring, judgement.conversation, relayed),
+                    "continuation",
+                ).storage_key
+                await self._store.update(
+                    follow_on, lambda current: change(current) if current is not None else state
+                )
+        except StateStoreError as exc:
+            log.warning(
+                "state_record_lost", conversation=judgement.conversation, error=type(exc).__name__
+            )
+
+    async def _score(self, users: Sequence[str]) -> tuple[list[HarmScore], HarmScore, int]:
+        """Per-turn scores (cached by keyed hash) and the joint score of recent turns."""
+        hashes = [self._keyring.text(text) for text in users]
+        joint_text = " ".join(users[-self._config.joint_turns :]) if len(users) > 1 else None
+        joint_hash = self._keyring.text(joint_text) if joint_text is not None else None
+        found: dict[str, HarmScore] = {}
+        missing: dict[str, str] = {}
+        pending = list(zip(hashes, users, strict=True))
+        if joint_text is not None and joint_hash is not None:
+            pending.append((joint_hash, joint_text))
+        for text_hash, text in pending:
+            if text_hash in found or text_hash in missing:
+                continue
+            cached = self._scores.get(text_hash)
+            if cached is None:
+                missing[text_hash] = text
+            else:
+                found[text_hash] = cached
+        if missing:
+            results = await self._scorer.score_prompts(list(missing.values()))
+            for text_hash, score in zip(missing, results, strict=True):
+                self._scores.put(text_hash, score)
+                found[text_hash] = score
+        turn_scores = [found[h] for h in hashes]
+        if joint_hash is not None:
+            joint = found[joint_hash]
+        else:
+            joint = turn_scores[-1] if turn_scores else HarmScore.benign()
+        fresh_turns = len({h for h in hashes if h in missing})
+        return turn_scores, joint, fresh_turns
+
+    async def _read(self, storage_key: str) -> ConversationState | None:
+        try:
+            return await self._store.get(storage_key)
+        except StateStoreUnavailable:
+            raise
+        except StateStoreError:
+            log.warning("state_unreadable", key=storage_key)
+            return None
+
+    async def _write(self, storage_key: str, change: Change) -> None:
+        try:
+            await self._store.update(storage_key, change)
+        except StateStoreUnavailable:
+            raise
+        except StateStoreError:
+            log.warning("state_unwritable", key=storage_key)
+
+    def _count(self, forged: int, pruned: bool, escalated: bool) -> None:
+        if self._metrics is None:
+            return
+        if forged:
+            self._metrics.history_faults.labels(kind="forged").inc()
+        if pruned:
+            self._metrics.history_faults.labels(kind="pruned").inc()
+        if escalated:
+            self._metrics.escalations.inc()
+
+
+def _judged(
+    *,
+    seed: ConversationState | None,
+    turn: int,
+    base: float,
+    base_category: str | None,
+    escalated: bool,
+    decay: float,
+    now: float,
+) -> Change:
+    """State change after a judgement: turns seen, the peak, the escalation mark."""
+
+    def change(current: ConversationState | None) -> ConversationState:
+        state = current or seed or ConversationState()
+        carried = state.peak_risk * decay ** max(turn - state.peak_turn, 0)
+        if base >= carried and base > 0.0:
+            state = replace(state, peak_risk=base, peak_turn=turn, peak_category=base_category)
+        return replace(
+            state,
+            user_turns=max(state.user_turns, turn),
+            escalated=state.escalated or escalated,
+            updated_at=now,
+        )
+
+    return change
+
+
+def _recorded(
+    *,
+    turn: int,
+    reply_hash: str | None,
+    refused: bool,
+    blocked: bool,
+    category: str | None,
+    now: float,
+) -> Change:
+    """State change after a relayed reply or a block."""
+
+    def change(current: ConversationState | None) -> ConversationState:
+        state = current or ConversationState(user_turns=turn)
+        if reply_hash is not None:
+            state = state.with_relayed(reply_hash)
+        if refused or blocked:
+            categories = set(state.refused_categories)
+            if category is not None:
+                categories.add(category)
+            state = replace(
+                state,
+                refusals=state.refusals + int(refused),
+                blocks=state.blocks + int(blocked),
+                refused_categories=tuple(sorted(categories)),
+            )
+        return replace(state, updated_at=now)
+
+    return change

@@ -1,0 +1,190 @@
+"""The Dockerfile and compose file, linted by parsing (no Docker engine in the test run)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from guard.settings import Settings, load_settings
+
+from .support import DEPLOY, REPO
+
+DOCKERFILE = DEPLOY / "Dockerfile"
+COMPOSE = DEPLOY / "compose.yaml"
+
+
+@dataclass(frozen=True)
+class Instruction:
+    keyword: str
+    args: str
+
+    def words(self) -> list[str]:
+        """Exec form (JSON array) or shell form, as a list of words."""
+        if self.args.lstrip().startswith("["):
+            words: list[str] = json.loads(self.args)
+            return words
+        return shlex.split(self.args)
+
+
+def parse_dockerfile(text: str) -> list[list[Instruction]]:
+    """Instructions grouped by build stage (one list per FROM)."""
+    logical: list[str] = []
+    pending = ""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not pending and (not stripped or stripped.startswith("#")):
+            continue
+        if stripped.startswith("#"):
+            continue  # comment inside a continued instruction
+        if stripped.endswith("\\"):
+            pending += stripped[:-1] + " "
+            continue
+        logical.append(pending + stripped)
+        pending = ""
+    assert not pending, "Dockerfile ends in a line continuation"
+    stages: list[list[Instruction]] = []
+    for line in logical:
+        keyword, _, args = line.partition(" ")
+        instruction = Instruction(keyword.upper(), args.strip())
+        if instruction.keyword == "FROM":
+            stages.append([])
+        assert stages, f"{instruction.keyword} before the first FROM"
+        stages[-1].append(instruction)
+    return stages
+
+
+@pytest.fixture(scope="module")
+def final_stage() -> list[Instruction]:
+    return parse_dockerfile(DOCKERFILE.read_text(encoding="utf-8"))[-1]
+
+
+def _all(stage: list[Instruction], keyword: str) -> list[Instruction]:
+    return [i for i in stage if i.keyword == keyword]
+
+
+def _env(stage: list[Instruction]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for instruction in _all(stage, "ENV"):
+        for word in instruction.words():
+            name, _, value = word.partition("=")
+            env[name] = value
+    return env
+
+
+def test_runs_as_a_non_root_user(final_stage: list[Instruction]) -> None:
+    users = _all(final_stage, "USER")
+    assert users, "the runtime stage sets no USER, so it runs as root"
+    user = users[-1].args.split(":")[0]
+    assert user not in {"root", "0"}
+    # Nothing after USER switches back to root.
+    assert final_stage.index(users[-1]) > max(
+        final_stage.index(i) for i in final_stage if i.keyword in {"RUN", "COPY"}
+    )
+
+
+def test_bakes_in_model_and_policies(final_stage: list[Instruction]) -> None:
+    copies = {tuple(i.words()[-2:]) for i in _all(final_stage, "COPY") if "--from" not in i.args}
+    sources = {source.rstrip("/"): target.rstrip("/") for source, target in copies}
+    assert {"models", "policies"} <= sources.keys()
+    settings = load_settings(environ={k: v for k, v in _env(final_stage).items()
+                                      if k.startswith("GUARD_")})  # fmt: skip
+    # The settings the image runs with point at what it copied in.
+    assert settings.classifier.model_dir == Path(sources["models"])
+    assert settings.policy.dir == Path(sources["policies"])
+    for source in sources:
+        assert (REPO / source).exists(), f"COPY {source}: not in the repository"
+
+
+def test_installs_the_package(final_stage: list[Instruction]) -> None:
+    stages = parse_dockerfile(DOCKERFILE.read_text(encoding="utf-8"))
+    runs = " ".join(i.args for stage in stages for i in _all(stage, "RUN"))
+    assert re.search(r"\bpip install\b[^&;]*\s\.(\s|$)", runs), "no `pip install .`"
+    for stage in stages[:-1]:
+        for copy in _all(stage, "COPY"):
+            for source in copy.words()[:-1]:
+                assert (REPO / source).exists(), f"COPY {source}: not in the repository"
+
+
+def test_port_and_health_check_match_the_settings(final_stage: list[Instruction]) -> None:
+    env = {k: v for k, v in _env(final_stage).items() if k.startswith("GUARD_")}
+    port = load_settings(environ=env).server.port
+    assert port == Settings().server.port, "the image should serve on the default port"
+    (expose,) = _all(final_stage, "EXPOSE")
+    assert expose.args.split("/")[0] == str(port)
+    (health,) = _all(final_stage, "HEALTHCHECK")
+    assert f"http://127.0.0.1:{port}/healthz" in health.args
+
+
+def test_serves_on_all_interfaces(final_stage: list[Instruction]) -> None:
+    (entrypoint,) = _all(final_stage, "ENTRYPOINT")
+    (cmd,) = _all(final_stage, "CMD")
+    argv = entrypoint.words() + cmd.words()
+    assert argv[:2] == ["guard", "serve"]
+    assert argv[argv.index("--host") + 1] == "0.0.0.0"  # a container must listen beyond loopback
+
+
+def test_build_context_sends_only_what_the_image_copies() -> None:
+    ignore = (DEPLOY / "Dockerfile.dockerignore").read_text(encoding="utf-8").splitlines()
+    assert ignore[ignore.index("*") + 1 :]  # everything excluded, then re-included
+    included = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    stages = parse_dockerfile(DOCKERFILE.read_text(encoding="utf-8"))
+    for stage in stages:
+        for copy in _all(stage, "COPY"):
+            if "--from" in copy.args:
+                continue
+            for source in copy.words()[:-1]:
+                assert source.rstrip("/") in included, f"COPY {source}: excluded from context"
+
+
+# ------------------------------------------------------------------------------ compose
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+    return loaded
+
+
+def test_compose_has_guard_upstream_prometheus_and_grafana(compose: dict[str, Any]) -> None:
+    assert {"guard", "ollama", "prometheus", "grafana"} <= compose["services"].keys()
+
+
+def test_compose_builds_the_guard_from_this_dockerfile(compose: dict[str, Any]) -> None:
+    build = compose["services"]["guard"]["build"]
+    context = (DEPLOY / build["context"]).resolve()
+    assert context == REPO
+    assert (context / build["dockerfile"]).resolve() == DOCKERFILE
+
+
+def test_compose_guard_settings_are_valid_and_reach_the_upstream(
+    compose: dict[str, Any],
+) -> None:
+    guard = compose["services"]["guard"]
+    settings = load_settings(environ=guard["environment"])
+    host, _, port = settings.upstream.url.removeprefix("http://").partition(":")
+    assert host in compose["services"]
+    assert port == "11434"  # Ollama's API port
+    # The upstream publishes no port: clients cannot go around the guard.
+    assert "ports" not in compose["services"][host]
+    assert guard["ports"] == [f"{Settings().server.port}:{Settings().server.port}"]
+
+
+def test_compose_prometheus_scrapes_the_guard_service(compose: dict[str, Any]) -> None:
+    prometheus = compose["services"]["prometheus"]
+    assert "./prometheus:/etc/prometheus:ro" in prometheus["volumes"]
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    (job,) = config["scrape_configs"]
+    (target,) = job["static_configs"][0]["targets"]
+    assert target == f"guard:{Settings().server.port}"
+    for volume in compose["services"]["grafana"]["volumes"] + prometheus["volumes"]:
+        source = volume.split(":")[0]
+        if source.startswith("./"):
+            assert (DEPLOY / source).exists(), f"{volume}: mount source missing"
