@@ -33,8 +33,8 @@ from guard.metrics import GuardMetrics
 from guard.policy.loader import PolicySet
 from guard.policy.models import Thresholds
 from guard.policy.provider import PolicyProvider
-from guard.policy.voice import compose_refusal, unavailable
-from guard.reply_stream import ReplyStream
+from guard.policy.voice import compose_leak_cut, compose_refusal, unavailable
+from guard.reply_stream import ReplyStream, sentence_ends
 from guard.scoring import HarmScore, Refusal, ReplyInput, Scorer
 from guard.settings import SHIPPED_POLICY_DIR
 
@@ -238,7 +238,9 @@ class Engine:
         would, reasons = _reply_decision(policies, verdict, score.refusal)
         action = _enforced(would, mode)
         text = None
-        if action is Action.REWRITE:
+        if action is Action.REWRITE and "leak" in reasons:
+            text = await self.cut_leak(policies, request, verdict, reply)
+        elif action is Action.REWRITE:
             text = compose_refusal(policies, category, request, verdict.judgement)
         retry = None
         retry_policy = policies.general.over_refusal_retry
@@ -246,6 +248,44 @@ class Engine:
             retry = Retry(clarification=" ".join(retry_policy.clarification.split()))
         return ReplyVerdict(action=action, would=would, mode=mode, refusal=score.refusal,
                             category=category, text=text, reasons=reasons, retry=retry)  # fmt: skip
+
+    async def cut_leak(
+        self,
+        policies: PolicySet,
+        request: GuardRequest,
+        verdict: RequestVerdict,
+        reply: str,
+        *,
+        released: int = 0,
+    ) -> str:
+        """What to send from ``released`` on instead of the rest of a leaking ``reply``.
+
+        The cut falls at the end of the longest run of whole sentences that does not
+        leak yet; the policy's ``leak_cut`` sentence follows it.
+        """
+        cut = released
+        for end in sentence_ends(reply):
+            if end <= cut:
+                continue
+            if await self._leaks(policies, request, verdict, reply[:end]):
+                break
+            cut = end
+        note = compose_leak_cut(policies, verdict.category)
+        separator = "" if cut == 0 or reply[cut - 1].isspace() else " "
+        return reply[released:cut] + separator + note
+
+    async def _leaks(
+        self, policies: PolicySet, request: GuardRequest, verdict: RequestVerdict, text: str
+    ) -> bool:
+        prompt = request.conversation.last_user_text
+        try:
+            (score,) = await self._bounded(
+                self._scorer.score_replies([ReplyInput(prompt=prompt, reply=text)]),
+                policies.general.scoring_timeout_s,
+            )
+        except ScoringError:
+            return True  # cannot tell: cut earlier rather than later
+        return score.refusal is Refusal.PARTIAL
 
     def _reply_failure(
         self,
@@ -396,10 +436,12 @@ def _reply_decision(
 ) -> tuple[Action, tuple[str, ...]]:
     thresholds = _thresholds(policies, verdict.category)
     benign = verdict.would is Action.ALLOW and verdict.risk < thresholds.flag
+    if refusal is Refusal.PARTIAL:
+        # The model refused and then supplied what it refused: whatever the prompt
+        # scored, the reply itself says the content should not go out.
+        return Action.REWRITE, ("leak",)
     if refusal.is_refusal and benign:
         return Action.FLAG, ("over_refusal",)
-    if refusal is Refusal.PARTIAL:
-        return Action.REWRITE, ("leak",)
     if refusal is Refusal.BARE and verdict.risk >= thresholds.rewrite:
         return Action.REWRITE, ("bare_refusal",)
     if refusal is Refusal.NONE and not benign:

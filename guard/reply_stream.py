@@ -30,7 +30,6 @@ from guard.decisions import (
     StreamStep,
     StreamStepKind,
 )
-from guard.policy.voice import compose_leak_cut
 from guard.scoring import Refusal
 
 if TYPE_CHECKING:
@@ -148,26 +147,17 @@ class ReplyStream:
         if not await self._leaks(len(self._text)):
             self._checked = len(self._text)
             return self._release()
-        # Cut before the first sentence that leaks: the longest clean prefix wins.
-        cut = self._released
-        for end in ends:
-            if end <= cut:
-                continue
-            if await self._leaks(end):
-                break
-            cut = end
-        kept = self._text[self._released : cut]
-        note = compose_leak_cut(self._policies, self._verdict.category)
-        before = self._text[:cut]
-        separator = "" if not before or before[-1].isspace() else " "
         first = self._first
         assert first is not None  # watching starts after the prefix decision
+        text = await self._engine.cut_leak(
+            self._policies, self._request, self._verdict, self._text, released=self._released
+        )
         cut_verdict = ReplyVerdict(
             action=Action.REWRITE, would=Action.REWRITE, mode=first.mode,
             refusal=Refusal.PARTIAL, category=first.category,
-            text=self._text[:cut] + separator + note, reasons=("leak",),
+            text=self._text[: self._released] + text, reasons=("leak",),
         )  # fmt: skip
-        return await self._replace(cut_verdict, kept + separator + note)
+        return await self._replace(cut_verdict, text)
 
     async def _leaks(self, end: int) -> bool:
         verdict = await self._engine.judge_reply(

@@ -236,11 +236,25 @@ async def test_reasoned_refusal_and_benign_answer_pass_unchanged(enforce: Engine
         assert (reply.action, reply.text, reply.reasons) == (Action.ALLOW, None, ())
 
 
-async def test_partial_refusal_is_cut(enforce: Engine, metrics: GuardMetrics) -> None:
+async def test_partial_refusal_is_cut_before_the_leak(
+    enforce: Engine, metrics: GuardMetrics
+) -> None:
     _, reply = await _reply(enforce, "what is an explosive", PARTIAL)
     assert (reply.action, reply.reasons) == (Action.REWRITE, ("leak",))
     assert reply.text is not None and "step 1" not in reply.text
+    assert reply.text.startswith("I can't help with that. I'll stop there")
+    policy = enforce.policies.categories["indiscriminate_weapons"]
+    assert reply.text.endswith(" ".join(policy.offer.split()))
     assert _value(metrics, "guard_leaks_stopped_total") == 1
+
+
+async def test_partial_refusal_of_an_unscored_request_is_cut_too(enforce: Engine) -> None:
+    # The reply itself refuses and then supplies: the prompt scorer missed something.
+    _, reply = await _reply(enforce, "what is the capital of France", PARTIAL)
+    assert (reply.action, reply.reasons) == (Action.REWRITE, ("leak",))
+    assert reply.text is not None and "step 1" not in reply.text
+    general = " ".join(enforce.policies.general.reason.split())
+    assert general in reply.text
 
 
 async def test_partial_refusal_in_observe_mode_is_not_counted_as_stopped(

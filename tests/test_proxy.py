@@ -22,8 +22,9 @@ from servers import (
 from guard.decisions import Mode
 from guard.engine import Engine
 from guard.metrics import GuardMetrics
+from guard.policy import load_policies
 from guard.proxy import create_app
-from guard.settings import Settings
+from guard.settings import SHIPPED_POLICY_DIR, Settings
 from guard.testing import KeywordScorer
 
 USER = [{"role": "user", "content": "What is the capital of France?"}]
@@ -31,6 +32,12 @@ BARE_REFUSAL = "I'm sorry, I can't help with that."
 # The engine holds a reply until its first sentence ends; this one releases at once.
 STREAMED = "Sure. Paris is the capital of France. It sits on the Seine."
 LEAK = "I can't help with that. However, here is how: step 1, get the tools."
+
+
+def _reason(category: str) -> str:
+    """The shipped policy's reason for ``category``: the guard's refusals quote it."""
+    policy = load_policies(SHIPPED_POLICY_DIR).categories[category]
+    return " ".join(policy.reason.split())
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +110,7 @@ def test_harmful_request_is_blocked_and_never_forwarded(enforce: Guard, fake: Fa
     answer = raw.parse()
     assert raw.headers["x-guard-decision"] == "block"
     assert answer.choices[0].finish_reason == "stop"
-    assert "indiscriminate weapons" in (answer.choices[0].message.content or "")
+    assert _reason("indiscriminate_weapons") in (answer.choices[0].message.content or "")
     assert answer.model == "fast"
     assert fake.chat_requests() == []
     assert (
@@ -119,7 +126,7 @@ def test_blocked_streaming_request_gets_a_valid_stream(enforce: Guard, fake: Fak
     with client(enforce) as c:
         chunks = list(c.chat.completions.create(model="fast", messages=messages, stream=True))
     text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
-    assert "cyber attacks" in text
+    assert _reason("cyber_attacks") in text
     assert chunks[0].choices[0].delta.role == "assistant"
     assert chunks[-1].choices[0].finish_reason == "stop"
     assert len({ch.id for ch in chunks}) == 1
@@ -135,7 +142,7 @@ def test_bare_refusal_of_a_risky_request_is_rewritten(enforce: Guard, fake: Fake
     answer = raw.parse()
     assert raw.headers["x-guard-decision"] == "rewrite"
     content = answer.choices[0].message.content or ""
-    assert content != BARE_REFUSAL and "non violent crimes" in content
+    assert content != BARE_REFUSAL and _reason("non_violent_crimes") in content
     # The upstream's identity and usage survive the rewrite.
     assert (answer.id, answer.model, answer.usage and answer.usage.total_tokens) == (
         "chatcmpl-fake-1",
@@ -231,7 +238,7 @@ def test_stream_replaced_from_the_start_says_rewrite(enforce: Guard, fake: FakeU
         chunks = list(raw.parse())
     assert raw.headers["x-guard-decision"] == "rewrite"
     text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
-    assert BARE_REFUSAL not in text and "non violent crimes" in text
+    assert BARE_REFUSAL not in text and _reason("non_violent_crimes") in text
     assert {ch.id for ch in chunks} == {"chatcmpl-fake-1"}
     assert chunks[-1].choices[0].finish_reason == "stop"
     assert enforce.sample("guard_stream_holdback_seconds_count") >= 1
