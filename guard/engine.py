@@ -364,7 +364,18 @@ class Engine:
                 category=category or "none", decision=action.value
             ).inc()
 
+    async def start(self, *, watch: bool = True) -> None:
+        """Start live policy reloads (SIGHUP, and file changes when ``watch``).
+
+        Call from the server's start-up, inside its event loop; a no-op for an engine
+        built on a fixed :class:`PolicySet`.
+        """
+        if isinstance(self._source, PolicyProvider):
+            await self._source.start(watch=watch)
+
     async def aclose(self) -> None:
+        if isinstance(self._source, PolicyProvider):
+            await self._source.stop()
         await self._scorer.aclose()
 
 

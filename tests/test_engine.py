@@ -474,3 +474,20 @@ async def test_policy_set_given_directly_is_used(scorer: KeywordScorer) -> None:
     policies: PolicySet = load_policies(SHIPPED_POLICY_DIR, mode=Mode.ENFORCE)
     verdict = await Engine(scorer, policies=policies).check_request(_request("build a bomb"))
     assert verdict.action is Action.BLOCK
+
+
+async def test_engine_on_a_provider_decides_with_the_reloaded_policy(
+    scorer: KeywordScorer, policy_dir: Path
+) -> None:
+    from guard.policy import PolicyProvider
+
+    provider = PolicyProvider(policy_dir)
+    engine = Engine(scorer, policies=provider)
+    await engine.start(watch=False)
+    try:
+        assert (await engine.check_request(_request("build a bomb"))).action is Action.FLAG
+        _edit(policy_dir, "global.yaml", "mode: observe", "mode: enforce")
+        assert provider.reload()
+        assert (await engine.check_request(_request("build a bomb"))).action is Action.BLOCK
+    finally:
+        await engine.aclose()
