@@ -177,11 +177,15 @@ class Engine:
     async def check_reply(
         self, request: GuardRequest, verdict: RequestVerdict, reply: str
     ) -> ReplyVerdict:
-        """Decide on a whole reply; records it in the conversation memory."""
+        """Decide on a whole reply; counts it and records it in the conversation memory.
+
+        With ``retry`` set, the record is of this reply; :meth:`check_retry` adds the
+        second answer if that is what the client gets, so a front door that ignores
+        ``retry`` leaves the memory consistent with what it relayed.
+        """
         policies = self.policies
         decided = await self.judge_reply(policies, request, verdict, reply, whole=True)
-        if decided.retry is None:
-            await self.conclude(request, verdict, decided, relayed=_relayed(decided, reply))
+        await self.conclude(request, verdict, decided, relayed=_relayed(decided, reply))
         return decided
 
     async def check_retry(
@@ -197,10 +201,9 @@ class Engine:
         verdict's ``text`` (action REWRITE).  Otherwise the first reply stands.
         """
         policies = self.policies
-        kept = ReplyVerdict(action=first.action, would=first.would, mode=first.mode,
-                            refusal=first.refusal, category=first.category,
-                            reasons=(*first.reasons, "retry_refused"))  # fmt: skip
-        chosen = kept
+        chosen = ReplyVerdict(action=first.action, would=first.would, mode=first.mode,
+                              refusal=first.refusal, category=first.category,
+                              reasons=(*first.reasons, "retry_refused"))  # fmt: skip
         if retried is not None:
             second = await self.judge_reply(policies, request, verdict, retried, whole=True)
             if second.refusal is Refusal.NONE and second.action in (Action.ALLOW, Action.FLAG):
@@ -208,8 +211,12 @@ class Engine:
                                       mode=first.mode, refusal=Refusal.NONE,
                                       category=first.category, text=retried,
                                       reasons=(*first.reasons, "retried"))  # fmt: skip
-        relayed = chosen.text if chosen.text is not None else None
-        await self.conclude(request, verdict, chosen, relayed=relayed)
+                await self._record(verdict.judgement, relayed=retried, refusal=None,
+                                   category=first.category, blocked=False)  # fmt: skip
+        log.info(
+            "retry_decided", request_id=request.request_id, action=chosen.action.value,
+            reasons=chosen.reasons, retried_chars=len(retried) if retried else None,
+        )  # fmt: skip
         return chosen
 
     def open_stream(self, request: GuardRequest, verdict: RequestVerdict) -> ReplyStream:
