@@ -94,8 +94,9 @@ SCENES: tuple[Scene, ...] = (
 class ScriptedModel:
     """The demo's upstream: an OpenAI-shaped Starlette app with canned replies."""
 
-    def __init__(self, scenes: tuple[Scene, ...] = SCENES) -> None:
+    def __init__(self, scenes: tuple[Scene, ...] = SCENES, *, token_delay_s: float = 0.0) -> None:
         self.replies = {scene.prompt: scene.scripted for scene in scenes}
+        self.token_delay_s = token_delay_s  # pause between streamed words, like a real model
         self.calls = 0
         self.app = Starlette(routes=[
             Route("/v1/chat/completions", self.chat, methods=["POST"]),
@@ -119,7 +120,8 @@ class ScriptedModel:
         created = int(time.time())
         ident = f"chatcmpl-scripted-{self.calls}"
         if body.get("stream"):
-            return StreamingResponse(_sse(ident, created, text), media_type="text/event-stream")
+            events = _sse(ident, created, text, self.token_delay_s)
+            return StreamingResponse(events, media_type="text/event-stream")
         return JSONResponse({
             "id": ident, "object": "chat.completion", "created": created, "model": SCRIPTED_MODEL,
             "choices": [{"index": 0, "finish_reason": "stop",
@@ -128,7 +130,7 @@ class ScriptedModel:
         })  # fmt: skip
 
 
-async def _sse(ident: str, created: int, text: str) -> AsyncIterator[bytes]:
+async def _sse(ident: str, created: int, text: str, delay_s: float) -> AsyncIterator[bytes]:
     def event(delta: dict[str, str], finish: str | None = None) -> bytes:
         chunk = {"id": ident, "object": "chat.completion.chunk", "created": created,
                  "model": SCRIPTED_MODEL,
@@ -138,7 +140,7 @@ async def _sse(ident: str, created: int, text: str) -> AsyncIterator[bytes]:
     yield event({"role": "assistant", "content": ""})
     for word in _words(text):
         yield event({"content": word})
-        await asyncio.sleep(0)  # let each word go out as its own chunk
+        await asyncio.sleep(delay_s)  # each word goes out as its own chunk
     yield event({}, "stop")
     yield b"data: [DONE]\n\n"
 
@@ -151,7 +153,7 @@ def _words(text: str) -> Iterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def _serve(app: Any) -> AsyncIterator[str]:
+async def serve_app(app: Any) -> AsyncIterator[str]:
     """Serve ``app`` with uvicorn on a free 127.0.0.1 port; yields its base URL."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
@@ -204,11 +206,11 @@ async def run_demo(out: IO[str] | None = None) -> GuardMetrics:
     version = engine.policies.version
     print("Scorer: KeywordScorer (deterministic phrase rules, no ONNX model). Policies: the "
           f"shipped ones (version {version}), enforce mode.\n", file=out)  # fmt: skip
-    async with _serve(model.app) as upstream_url:
+    async with serve_app(model.app) as upstream_url:
         settings = load_settings(overrides={"upstream": {"url": upstream_url},
                                             "policy": {"mode": "enforce"}}, environ={})  # fmt: skip
         app = create_app(settings, engine=engine, metrics=metrics)
-        async with _serve(app) as guard_url:
+        async with serve_app(app) as guard_url:
             client = AsyncOpenAI(base_url=f"{guard_url}/v1", api_key="demo-not-a-real-key",
                                  max_retries=0)  # fmt: skip
             for number, scene in enumerate(SCENES, start=1):
