@@ -366,10 +366,10 @@ class Engine:
                         conversation=judgement.conversation)  # fmt: skip
 
     def _count_action(self, category: str | None, action: Action) -> None:
-        if self._metrics is not None and action is not Action.ALLOW:
-            self._metrics.category_actions.labels(
-                category=category or "none", decision=action.value
-            ).inc()
+        # Conversation-level actions with no category (forged history, escalation
+        # across topics, scoring failures) are counted by the front door's decisions.
+        if self._metrics is not None and action is not Action.ALLOW and category is not None:
+            self._metrics.category_actions.labels(category=category, decision=action.value).inc()
 
     async def start(self, *, watch: bool = True) -> None:
         """Start live policy reloads (SIGHUP, and file changes when ``watch``).
