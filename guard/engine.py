@@ -30,8 +30,15 @@ from guard.decisions import (
 from guard.errors import ScoringError, ScoringTimeout, StateStoreError
 from guard.memory.judgement import ConversationJudgement
 from guard.metrics import GuardMetrics
+from guard.policy.decide import (
+    TURN_REASONS,
+    category_of,
+    enforced,
+    reply_decision,
+    request_decision,
+    thresholds_for,
+)
 from guard.policy.loader import PolicySet
-from guard.policy.models import Thresholds
 from guard.policy.provider import PolicyProvider
 from guard.policy.voice import compose_leak_cut, compose_refusal, unavailable
 from guard.reply_stream import ReplyStream, sentence_ends
@@ -40,14 +47,6 @@ from guard.settings import SHIPPED_POLICY_DIR
 
 log = structlog.get_logger("guard.engine")
 T = TypeVar("T")
-
-# A category is named on a verdict only when the classifier gives it at least this
-# much weight; below it "the most likely category" of a benign text is noise.
-CATEGORY_FLOOR = 0.2
-_RANK = {Action.ALLOW: 0, Action.FLAG: 1, Action.REWRITE: 2, Action.BLOCK: 3}
-_HISTORY_ACTIONS = {"allow": Action.ALLOW, "flag": Action.FLAG, "block": Action.BLOCK}
-# Reasons judged on the last turn itself; others concern the whole conversation.
-_TURN_REASONS = ("risk", "split_intent")
 
 
 class Memory(Protocol):
@@ -114,17 +113,17 @@ class Engine:
             judgement, turn = await self._assess(request, policies)
         except (ScoringError, StateStoreError) as exc:
             return self._request_failure(request, policies, exc)
-        category = _category(judgement, turn)
-        thresholds = _thresholds(policies, category)
-        would, reasons = _request_decision(policies, thresholds, turn, judgement)
+        category = category_of(judgement, turn)
+        thresholds = thresholds_for(policies, category)
+        would, reasons = request_decision(policies, thresholds, turn, judgement)
         risk = (
             max(turn.risk, judgement.joint_score.risk, judgement.risk) if judgement else turn.risk
         )
         mode = policies.mode_for(category)
-        action = _enforced(would, mode)
+        action = enforced(would, mode)
         reply = None
         if action is Action.BLOCK:
-            text_category = category if any(r in _TURN_REASONS for r in reasons) else None
+            text_category = category if any(r in TURN_REASONS for r in reasons) else None
             reply = compose_refusal(policies, text_category, request, judgement)
             await self._record(judgement, relayed=reply, refusal=Refusal.REASONED,
                                category=category, blocked=True)  # fmt: skip
@@ -167,7 +166,7 @@ class Engine:
             self._metrics.scoring_failures.labels(outcome=outcome).inc()
         mode = policies.mode
         would = Action.BLOCK if outcome == "fail_closed" else Action.ALLOW
-        action = _enforced(would, mode)
+        action = enforced(would, mode)
         reply = unavailable(policies) if action is Action.BLOCK else None
         return RequestVerdict(action=action, would=would, mode=mode, risk=0.0,
                               reply_text=reply, reasons=("scoring_failed",))  # fmt: skip
@@ -242,8 +241,8 @@ class Engine:
             )
         except ScoringError as exc:
             return self._reply_failure(request, policies, mode, category, exc)
-        would, reasons = _reply_decision(policies, verdict, score.refusal)
-        action = _enforced(would, mode)
+        would, reasons = reply_decision(policies, verdict, score.refusal)
+        action = enforced(would, mode)
         text = None
         if action is Action.REWRITE and "leak" in reasons:
             text = await self.cut_leak(policies, request, verdict, reply)
@@ -308,7 +307,7 @@ class Engine:
         if self._metrics is not None:
             self._metrics.scoring_failures.labels(outcome=outcome).inc()
         would = Action.REWRITE if outcome == "fail_closed" else Action.ALLOW
-        action = _enforced(would, mode)
+        action = enforced(would, mode)
         text = unavailable(policies) if action is Action.REWRITE else None
         return ReplyVerdict(action=action, would=would, mode=mode, refusal=Refusal.NONE,
                             category=category, text=text, reasons=("scoring_failed",))  # fmt: skip
@@ -388,87 +387,3 @@ class Engine:
 
 def _relayed(decided: ReplyVerdict, reply: str) -> str:
     return decided.text if decided.text is not None else reply
-
-
-def _enforced(would: Action, mode: Mode) -> Action:
-    """What actually happens: observe mode never goes beyond flag."""
-    if mode is Mode.ENFORCE or would in (Action.ALLOW, Action.FLAG):
-        return would
-    return Action.FLAG
-
-
-def _category(judgement: ConversationJudgement | None, turn: HarmScore) -> str | None:
-    if judgement is not None and judgement.category is not None:
-        return judgement.category
-    if not turn.categories:
-        return None
-    top = turn.category
-    return top if turn.categories[top] >= CATEGORY_FLOOR else None
-
-
-def _thresholds(policies: PolicySet, category: str | None) -> Thresholds:
-    policy = policies.categories.get(category) if category else None
-    return policy.thresholds if policy is not None else Thresholds()
-
-
-def _level(risk: float, flag: float, block: float) -> Action:
-    if risk >= block:
-        return Action.BLOCK
-    return Action.FLAG if risk >= flag else Action.ALLOW
-
-
-def _request_decision(
-    policies: PolicySet,
-    thresholds: Thresholds,
-    turn: HarmScore,
-    judgement: ConversationJudgement | None,
-) -> tuple[Action, tuple[str, ...]]:
-    """The strictest of every signal, with the reason for each that fired."""
-    signals = [("risk", _level(turn.risk, thresholds.flag, thresholds.block))]
-    if judgement is not None:
-        escalation = policies.general.escalation
-        joint = judgement.joint_score.risk
-        turn_level = _RANK[signals[0][1]]
-        # Conversation-level signals count only where they go beyond the last turn.
-        for name, level in (
-            ("split_intent", _level(joint, thresholds.flag, thresholds.block)),
-            ("escalation", _level(judgement.risk, escalation.flag, escalation.block)),
-        ):
-            if _RANK[level] > turn_level:
-                signals.append((name, level))
-        if judgement.forged_turns:
-            signals.append(("forged_history", _HISTORY_ACTIONS[escalation.forged_history]))
-        if judgement.pruned:
-            signals.append(("pruned_history", _HISTORY_ACTIONS[escalation.pruned_history]))
-        strictest = max((action for _, action in signals), key=_RANK.__getitem__)
-        repeat = escalation.block_after_blocks
-        if repeat and judgement.prior_blocks >= repeat and strictest is Action.FLAG:
-            signals.append(("repeated_after_blocks", Action.BLOCK))
-    would = max((action for _, action in signals), key=_RANK.__getitem__)
-    reasons = tuple(name for name, action in signals if action is not Action.ALLOW)
-    return would, reasons
-
-
-def _reply_decision(
-    policies: PolicySet, verdict: RequestVerdict, refusal: Refusal
-) -> tuple[Action, tuple[str, ...]]:
-    thresholds = _thresholds(policies, verdict.category)
-    benign = verdict.would is Action.ALLOW and verdict.risk < thresholds.flag
-    if refusal is Refusal.PARTIAL:
-        # The model refused and then supplied what it refused: whatever the prompt
-        # scored, the reply itself says the content should not go out.
-        return Action.REWRITE, ("leak",)
-    if refusal.is_refusal and benign:
-        return Action.FLAG, ("over_refusal",)
-    if refusal is Refusal.BARE and verdict.risk >= thresholds.rewrite:
-        return Action.REWRITE, ("bare_refusal",)
-    if refusal is Refusal.NONE and not benign:
-        judgement = verdict.judgement
-        refused = judgement.refused_categories if judgement is not None else frozenset()
-        if verdict.category in refused:
-            capitulation = policies.general.escalation.capitulation
-            return Action(capitulation), ("capitulation",)
-        if verdict.would is Action.BLOCK:
-            # Reached only when the request went upstream in observe mode.
-            return Action.REWRITE, ("harmful_compliance",)
-    return Action.ALLOW, ()
