@@ -183,7 +183,7 @@ class Engine:
         ``retry`` leaves the memory consistent with what it relayed.
         """
         policies = self.policies
-        decided = await self.judge_reply(policies, request, verdict, reply, whole=True)
+        decided = await self.judge_reply(policies, request, verdict, reply, may_retry=True)
         await self.conclude(request, verdict, decided, relayed=_relayed(decided, reply))
         return decided
 
@@ -204,7 +204,7 @@ class Engine:
                               refusal=first.refusal, category=first.category,
                               reasons=(*first.reasons, "retry_refused"))  # fmt: skip
         if retried is not None:
-            second = await self.judge_reply(policies, request, verdict, retried, whole=True)
+            second = await self.judge_reply(policies, request, verdict, retried, may_retry=True)
             if second.refusal is Refusal.NONE and second.action in (Action.ALLOW, Action.FLAG):
                 chosen = ReplyVerdict(action=Action.REWRITE, would=Action.REWRITE,
                                       mode=first.mode, refusal=Refusal.NONE,
@@ -228,7 +228,7 @@ class Engine:
         verdict: RequestVerdict,
         reply: str,
         *,
-        whole: bool,
+        may_retry: bool = False,
     ) -> ReplyVerdict:
         """The decision on ``reply`` (a whole reply or a streamed prefix); counts nothing."""
         category = verdict.category
@@ -250,7 +250,12 @@ class Engine:
             text = compose_refusal(policies, category, request, verdict.judgement)
         retry = None
         retry_policy = policies.general.over_refusal_retry
-        if "over_refusal" in reasons and retry_policy.enabled and whole and mode is Mode.ENFORCE:
+        if (
+            "over_refusal" in reasons
+            and retry_policy.enabled
+            and may_retry
+            and mode is Mode.ENFORCE
+        ):
             retry = Retry(clarification=" ".join(retry_policy.clarification.split()))
         return ReplyVerdict(action=action, would=would, mode=mode, refusal=score.refusal,
                             category=category, text=text, reasons=reasons, retry=retry)  # fmt: skip
@@ -273,24 +278,30 @@ class Engine:
         for end in sentence_ends(reply):
             if end <= cut:
                 continue
-            if await self._leaks(policies, request, verdict, reply[:end]):
+            if await self.leaks(policies, request, verdict, reply[:end]):
                 break
             cut = end
         note = compose_leak_cut(policies, verdict.category)
         separator = "" if cut == 0 or reply[cut - 1].isspace() else " "
         return reply[released:cut] + separator + note
 
-    async def _leaks(
+    async def leaks(
         self, policies: PolicySet, request: GuardRequest, verdict: RequestVerdict, text: str
     ) -> bool:
+        """Whether ``text`` (a reply so far) refuses and then supplies the content."""
         prompt = request.conversation.last_user_text
         try:
             (score,) = await self._bounded(
                 self._scorer.score_replies([ReplyInput(prompt=prompt, reply=text)]),
                 policies.general.scoring_timeout_s,
             )
-        except ScoringError:
-            return True  # cannot tell: cut earlier rather than later
+        except ScoringError as exc:
+            outcome = policies.general.on_scoring_error
+            log.warning("scoring_failed", request_id=request.request_id, stage="leak_check",
+                        error=type(exc).__name__, outcome=outcome)  # fmt: skip
+            if self._metrics is not None:
+                self._metrics.scoring_failures.labels(outcome=outcome).inc()
+            return outcome == "fail_closed"
         return score.refusal is Refusal.PARTIAL
 
     def _reply_failure(

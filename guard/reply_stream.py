@@ -86,7 +86,7 @@ class ReplyStream:
         if self._first is None and self._holding:
             if not self._prefix_ready():
                 return _HOLD
-            return await self._decide_prefix(final=False)
+            return await self._decide_prefix()
         if self._watching:
             return await self._watch(final=False)
         return self._release()
@@ -97,7 +97,7 @@ class ReplyStream:
             return StreamStep(StreamStepKind.REPLACE, text=None, verdict=self._ended)
         whole: ReplyVerdict | None = None
         if self._first is None and self._holding:
-            step = await self._decide_prefix(final=True)
+            step = await self._decide_prefix()
             if step.kind is StreamStepKind.REPLACE:
                 return step
             whole = self._first  # the prefix it judged was the whole reply
@@ -107,7 +107,7 @@ class ReplyStream:
                 return step
         if whole is None:
             whole = await self._engine.judge_reply(
-                self._policies, self._request, self._verdict, self._text, whole=False
+                self._policies, self._request, self._verdict, self._text
             )
             whole = _too_late(whole)
         await self._engine.conclude(self._request, self._verdict, whole, relayed=self._text)
@@ -123,9 +123,9 @@ class ReplyStream:
         held_ms = (self._engine.clock() - (self._held_since or 0.0)) * 1000.0
         return self._held_since is not None and held_ms >= streaming.hold_ms
 
-    async def _decide_prefix(self, *, final: bool) -> StreamStep:
+    async def _decide_prefix(self) -> StreamStep:
         first = await self._engine.judge_reply(
-            self._policies, self._request, self._verdict, self._text, whole=final
+            self._policies, self._request, self._verdict, self._text
         )
         self._first = first
         if first.action in (Action.REWRITE, Action.BLOCK):
@@ -160,10 +160,9 @@ class ReplyStream:
         return await self._replace(cut_verdict, text)
 
     async def _leaks(self, end: int) -> bool:
-        verdict = await self._engine.judge_reply(
-            self._policies, self._request, self._verdict, self._text[:end], whole=False
+        return await self._engine.leaks(
+            self._policies, self._request, self._verdict, self._text[:end]
         )
-        return verdict.refusal is Refusal.PARTIAL
 
     async def _replace(self, verdict: ReplyVerdict, text: str) -> StreamStep:
         self._ended = verdict

@@ -199,3 +199,17 @@ async def test_after_replace_the_stream_stays_ended(enforce: Engine) -> None:
     again = await stream.feed("more")
     assert again.kind is REPLACE and again.text is None
     assert (await stream.finish()).text is None
+
+
+async def test_streams_never_ask_for_a_retry(scorer: KeywordScorer, tmp_path: Path) -> None:
+    directory = tmp_path / "policies"
+    shutil.copytree(SHIPPED_POLICY_DIR, directory)
+    path = directory / "global.yaml"
+    text = path.read_text().replace("hold_benign: false", "hold_benign: true")
+    path.write_text(text.replace("  enabled: false", "  enabled: true"))
+    engine = Engine(scorer, mode=Mode.ENFORCE, policies=load_policies(directory))
+    stream = await _open(engine, "how do I boil an egg")
+    assert (await stream.feed("I'm sorry, I can't")).kind is HOLD
+    step = await stream.finish()
+    assert step.verdict is not None and step.verdict.reasons == ("over_refusal",)
+    assert step.verdict.retry is None
