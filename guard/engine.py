@@ -64,6 +64,8 @@ class Memory(Protocol):
         blocked: bool,
     ) -> None: ...
 
+    async def aclose(self) -> None: ...
+
 
 class Engine:
     """Decides requests and replies; one instance serves every request of a process.
@@ -381,18 +383,20 @@ class Engine:
         if self._metrics is not None and action is not Action.ALLOW and category is not None:
             self._metrics.category_actions.labels(category=category, decision=action.value).inc()
 
-    async def start(self, *, watch: bool = True) -> None:
-        """Start live policy reloads (SIGHUP, and file changes when ``watch``).
+    async def start(self, *, watch_policies: bool = True) -> None:
+        """Begin reloading policies on SIGHUP (and on file change with ``watch_policies``).
 
-        Call from the server's start-up, inside its event loop; a no-op for an engine
-        built on a fixed :class:`PolicySet`.
+        Called from the server's lifespan, inside the running event loop.
         """
         if isinstance(self._source, PolicyProvider):
-            await self._source.start(watch=watch)
+            await self._source.start(watch=watch_policies)
 
     async def aclose(self) -> None:
+        """Stop policy reloads and release the memory store and the scorer."""
         if isinstance(self._source, PolicyProvider):
             await self._source.stop()
+        if self._memory is not None:
+            await self._memory.aclose()
         await self._scorer.aclose()
 
 

@@ -30,8 +30,9 @@ from starlette.routing import Route
 from guard.decisions import Mode
 from guard.engine import Engine
 from guard.metrics import GuardMetrics
+from guard.policy.loader import load_policies
 from guard.proxy import create_app
-from guard.settings import load_settings
+from guard.settings import SHIPPED_POLICY_DIR, load_settings
 from guard.testing import KeywordScorer
 
 
@@ -340,3 +341,8 @@ def closed_port_url() -> str:
     port = sock.getsockname()[1]
     sock.close()
     return f"http://127.0.0.1:{port}"
+
+
+def reason_of(category: str) -> str:
+    """The shipped policy's reason for ``category``: the guard's refusals must say it."""
+    return load_policies(SHIPPED_POLICY_DIR).categories[category].reason

@@ -81,6 +81,9 @@ class ScriptedMemory:
             {"relayed": relayed, "refusal": refusal, "category": category, "blocked": blocked}
         )
 
+    async def aclose(self) -> None:
+        pass
+
 
 def _judgement(prompt: str, **changes: object) -> ConversationJudgement:
     score = KeywordScorer().score_prompt(prompt)
@@ -483,7 +486,7 @@ async def test_engine_on_a_provider_decides_with_the_reloaded_policy(
 
     provider = PolicyProvider(policy_dir)
     engine = Engine(scorer, policies=provider)
-    await engine.start(watch=False)
+    await engine.start(watch_policies=False)
     try:
         assert (await engine.check_request(_request("build a bomb"))).action is Action.FLAG
         _edit(policy_dir, "global.yaml", "mode: observe", "mode: enforce")

@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 from prometheus_client import CollectorRegistry
-from servers import ServerThread, completion_payload, stream_pieces
+from servers import ServerThread, completion_payload, reason_of, stream_pieces
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -24,8 +24,6 @@ from guard.decisions import Mode
 from guard.engine import Engine
 from guard.metrics import GuardMetrics
 from guard.middleware import GuardMiddleware
-from guard.policy import load_policies
-from guard.settings import SHIPPED_POLICY_DIR
 from guard.testing import KeywordScorer
 
 USER = [{"role": "user", "content": "What is the capital of France?"}]
@@ -89,12 +87,6 @@ class ChatApp:
         return PlainTextResponse((await request.body()).decode()[::-1])
 
 
-def _reason(category: str) -> str:
-    """The shipped policy's reason for ``category``: the guard's refusals quote it."""
-    policy = load_policies(SHIPPED_POLICY_DIR).categories[category]
-    return " ".join(policy.reason.split())
-
-
 @pytest.fixture(scope="module")
 def served() -> Iterator[tuple[ChatApp, str, GuardMetrics]]:
     chat = ChatApp()
@@ -142,7 +134,7 @@ def test_harmful_request_never_reaches_the_app(app: ChatApp, url: str) -> None:
             model="app", messages=[{"role": "user", "content": "how to make meth"}]
         )
     assert raw.headers["x-guard-decision"] == "block"
-    assert _reason("non_violent_crimes") in (raw.parse().choices[0].message.content or "")
+    assert reason_of("non_violent_crimes") in (raw.parse().choices[0].message.content or "")
     assert app.calls == 0
 
 
@@ -171,7 +163,7 @@ def test_bare_refusal_stream_is_rewritten(app: ChatApp, url: str) -> None:
         chunks = list(raw.parse())
     assert raw.headers["x-guard-decision"] == "rewrite"
     text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
-    assert _reason("non_violent_crimes") in text and "sorry" not in text.lower()
+    assert reason_of("non_violent_crimes") in text and "sorry" not in text.lower()
     assert chunks[-1].choices[0].finish_reason == "stop"
 
 

@@ -16,15 +16,15 @@ from servers import (
     Guard,
     ServerThread,
     fake_upstream_app,
+    reason_of,
     running_guard,
 )
 
 from guard.decisions import Mode
 from guard.engine import Engine
 from guard.metrics import GuardMetrics
-from guard.policy import load_policies
 from guard.proxy import create_app
-from guard.settings import SHIPPED_POLICY_DIR, Settings
+from guard.settings import Settings
 from guard.testing import KeywordScorer
 
 USER = [{"role": "user", "content": "What is the capital of France?"}]
@@ -32,12 +32,6 @@ BARE_REFUSAL = "I'm sorry, I can't help with that."
 # The engine holds a reply until its first sentence ends; this one releases at once.
 STREAMED = "Sure. Paris is the capital of France. It sits on the Seine."
 LEAK = "I can't help with that. However, here is how: step 1, get the tools."
-
-
-def _reason(category: str) -> str:
-    """The shipped policy's reason for ``category``: the guard's refusals quote it."""
-    policy = load_policies(SHIPPED_POLICY_DIR).categories[category]
-    return " ".join(policy.reason.split())
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +104,7 @@ def test_harmful_request_is_blocked_and_never_forwarded(enforce: Guard, fake: Fa
     answer = raw.parse()
     assert raw.headers["x-guard-decision"] == "block"
     assert answer.choices[0].finish_reason == "stop"
-    assert _reason("indiscriminate_weapons") in (answer.choices[0].message.content or "")
+    assert reason_of("indiscriminate_weapons") in (answer.choices[0].message.content or "")
     assert answer.model == "fast"
     assert fake.chat_requests() == []
     assert (
@@ -126,7 +120,7 @@ def test_blocked_streaming_request_gets_a_valid_stream(enforce: Guard, fake: Fak
     with client(enforce) as c:
         chunks = list(c.chat.completions.create(model="fast", messages=messages, stream=True))
     text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
-    assert _reason("cyber_attacks") in text
+    assert reason_of("cyber_attacks") in text
     assert chunks[0].choices[0].delta.role == "assistant"
     assert chunks[-1].choices[0].finish_reason == "stop"
     assert len({ch.id for ch in chunks}) == 1
@@ -142,7 +136,7 @@ def test_bare_refusal_of_a_risky_request_is_rewritten(enforce: Guard, fake: Fake
     answer = raw.parse()
     assert raw.headers["x-guard-decision"] == "rewrite"
     content = answer.choices[0].message.content or ""
-    assert content != BARE_REFUSAL and _reason("non_violent_crimes") in content
+    assert content != BARE_REFUSAL and reason_of("non_violent_crimes") in content
     # The upstream's identity and usage survive the rewrite.
     assert (answer.id, answer.model, answer.usage and answer.usage.total_tokens) == (
         "chatcmpl-fake-1",
@@ -151,10 +145,13 @@ def test_bare_refusal_of_a_risky_request_is_rewritten(enforce: Guard, fake: Fake
     )
 
 
-def test_leaking_reply_is_rewritten(enforce: Guard, fake: FakeUpstream) -> None:
+def test_leaking_reply_to_a_risky_request_is_rewritten(enforce: Guard, fake: FakeUpstream) -> None:
+    # A partial refusal of a benign request is an over-refusal (flagged, relayed); of a
+    # risky one it is a leak, and the leaked part must not reach the client.
+    risky = [{"role": "user", "content": "tell me about lock picking"}]
     with client(enforce) as c:
         raw = c.chat.completions.with_raw_response.create(
-            model="fast", messages=USER, extra_body={"fake_reply": LEAK}
+            model="fast", messages=risky, extra_body={"fake_reply": LEAK}
         )
     assert raw.headers["x-guard-decision"] == "rewrite"
     assert "step 1" not in (raw.parse().choices[0].message.content or "")
@@ -238,7 +235,7 @@ def test_stream_replaced_from_the_start_says_rewrite(enforce: Guard, fake: FakeU
         chunks = list(raw.parse())
     assert raw.headers["x-guard-decision"] == "rewrite"
     text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
-    assert BARE_REFUSAL not in text and _reason("non_violent_crimes") in text
+    assert BARE_REFUSAL not in text and reason_of("non_violent_crimes") in text
     assert {ch.id for ch in chunks} == {"chatcmpl-fake-1"}
     assert chunks[-1].choices[0].finish_reason == "stop"
     assert enforce.sample("guard_stream_holdback_seconds_count") >= 1

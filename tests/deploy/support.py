@@ -83,9 +83,7 @@ def exported_names(registry: CollectorRegistry) -> frozenset[str]:
 _STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
 _MATCHERS = re.compile(r"\{[^{}]*\}")
 _BRACKETS = re.compile(r"\[[^\[\]]*\]")
-_LABEL_LISTS = re.compile(
-    r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)"
-)
+_LABEL_LISTS = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)")
 _TOKENS = re.compile(r"\d[\w.]*|[A-Za-z_:][\w:]*(?P<call>\s*\()?")
 _KEYWORDS = frozenset(
     {"and", "or", "unless", "bool", "offset", "group_left", "group_right", "inf", "nan",

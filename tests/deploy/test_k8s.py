@@ -24,9 +24,7 @@ def documents() -> list[dict[str, Any]]:
 
 
 def _one(documents: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
-    (found,) = [
-        d for d in documents if d["kind"] == kind and name in (None, d["metadata"]["name"])
-    ]
+    (found,) = [d for d in documents if d["kind"] == kind and name in (None, d["metadata"]["name"])]
     return found
 
 
@@ -49,9 +47,7 @@ def _port(container: dict[str, Any], name_or_number: str | int) -> int:
     raise AssertionError(f"{container['name']} has no port {name_or_number}")
 
 
-def _guard_settings(
-    documents: list[dict[str, Any]], guard: dict[str, Any], tmp_path: Path
-) -> Any:
+def _guard_settings(documents: list[dict[str, Any]], guard: dict[str, Any], tmp_path: Path) -> Any:
     """Load the guard's settings exactly as the container would: file from the ConfigMap."""
     env = {e["name"]: e["value"] for e in guard.get("env", [])}
     mounts = {m["mountPath"]: m for m in guard["volumeMounts"]}

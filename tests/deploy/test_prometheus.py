@@ -143,9 +143,7 @@ def _query(client: httpx.Client, promql: str) -> list[dict[str, Any]]:
     return result
 
 
-def test_real_prometheus_scrapes_the_guard(
-    running_guard: RunningGuard, tmp_path: Path
-) -> None:
+def test_real_prometheus_scrapes_the_guard(running_guard: RunningGuard, tmp_path: Path) -> None:
     binary = require_binary("prometheus", "prometheus")
     config = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
     config["global"]["scrape_interval"] = "1s"
