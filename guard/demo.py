@@ -12,9 +12,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import json
 import logging
 import socket
+import sys
 import textwrap
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -31,13 +33,16 @@ from starlette.routing import Route
 
 from guard.decisions import Mode
 from guard.engine import Engine
+from guard.errors import ConfigError, GuardError
 from guard.metrics import GuardMetrics
+from guard.scoring import Scorer
 from guard.settings import load_settings
 from guard.testing import KeywordScorer
 
 SCRIPTED_MODEL = "scripted-demo-model"
 LABEL = "[scripted model]"
 UNSCRIPTED = "I'm a scripted demo model and only know the demo's questions."
+KEYWORD_SCORER = "KeywordScorer (deterministic phrase rules, no ONNX model)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,13 +180,38 @@ async def serve_app(app: Any) -> AsyncIterator[str]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verbose", action="store_true", help="Also print the guard's logs.")
+    parser.add_argument(
+        "--scorer", choices=("keyword", "onnx"), default="keyword",
+        help="keyword: deterministic phrase rules, the scripted story as written (default); "
+        "onnx: the shipped classifier in models/, whose decisions may differ from the story",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
     if not args.verbose:
         structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    asyncio.run(run_demo())
+    try:
+        scorer, described = _scorer(args.scorer)
+    except GuardError as exc:
+        print(f"guard demo: {exc}", file=sys.stderr)
+        return 2
+    asyncio.run(run_demo(scorer=scorer, scorer_name=described))
     return 0
+
+
+def _scorer(kind: str) -> tuple[Scorer, str]:
+    if kind == "keyword":
+        return KeywordScorer(), KEYWORD_SCORER
+    try:
+        # Imported by name: the classifier package is optional for the demo.
+        classifier = importlib.import_module("guard.classifier")
+    except ImportError as exc:
+        raise ConfigError("the ONNX classifier is not part of this checkout") from exc
+    if not hasattr(classifier, "OnnxScorer"):
+        raise ConfigError("the ONNX classifier is not part of this checkout")
+    settings = load_settings(environ={}).classifier
+    scorer: Scorer = classifier.OnnxScorer.from_settings(settings)
+    return scorer, f"the ONNX classifier in {settings.model_dir}"
 
 
 def _say(out: IO[str], label: str, text: str) -> None:
@@ -191,7 +221,12 @@ def _say(out: IO[str], label: str, text: str) -> None:
     print(body, file=out)
 
 
-async def run_demo(out: IO[str] | None = None) -> GuardMetrics:
+async def run_demo(
+    out: IO[str] | None = None,
+    *,
+    scorer: Scorer | None = None,
+    scorer_name: str = KEYWORD_SCORER,
+) -> GuardMetrics:
     """Play every scene through a live guard; returns the guard's metrics."""
     from openai import AsyncOpenAI
 
@@ -200,12 +235,12 @@ async def run_demo(out: IO[str] | None = None) -> GuardMetrics:
     out = out if out is not None else _stdout()
     model = ScriptedModel()
     metrics = GuardMetrics(CollectorRegistry())
-    engine = Engine(KeywordScorer(), mode=Mode.ENFORCE, metrics=metrics)
+    engine = Engine(scorer or KeywordScorer(), mode=Mode.ENFORCE, metrics=metrics)
     print("Refusal Guard demo. The upstream is a SCRIPTED model: canned replies, no LLM.",
           file=out)  # fmt: skip
     version = engine.policies.version
-    print("Scorer: KeywordScorer (deterministic phrase rules, no ONNX model). Policies: the "
-          f"shipped ones (version {version}), enforce mode.\n", file=out)  # fmt: skip
+    print(f"Scorer: {scorer_name}. Policies: the shipped ones (version {version}), "
+          "enforce mode.\n", file=out)  # fmt: skip
     async with serve_app(model.app) as upstream_url:
         settings = load_settings(overrides={"upstream": {"url": upstream_url},
                                             "policy": {"mode": "enforce"}}, environ={})  # fmt: skip
@@ -260,6 +295,4 @@ async def _ask(client: Any, scene: Scene) -> tuple[str, str | None]:
 
 
 def _stdout() -> IO[str]:
-    import sys
-
     return sys.stdout
