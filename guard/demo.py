@@ -21,7 +21,7 @@ import textwrap
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import structlog
 import uvicorn
@@ -45,6 +45,9 @@ UNSCRIPTED = "I'm a scripted demo model and only know the demo's questions."
 KEYWORD_SCORER = "KeywordScorer (deterministic phrase rules, no ONNX model)"
 
 
+Outcome = Literal["unchanged", "changed", "blocked"]
+
+
 @dataclass(frozen=True, slots=True)
 class Scene:
     title: str
@@ -52,6 +55,7 @@ class Scene:
     scripted: str  # what the scripted model answers
     stream: bool
     lesson: str  # one line on what to notice
+    outcome: Outcome = "unchanged"  # what the guard is expected to do
 
 
 SCENES: tuple[Scene, ...] = (
@@ -69,6 +73,7 @@ SCENES: tuple[Scene, ...] = (
         "I'm sorry, I can't help with that.",
         stream=False,
         lesson="The model said no without saying why; the guard says why and what it can do.",
+        outcome="changed",
     ),
     Scene(
         "A leak is cut mid-stream",
@@ -78,6 +83,7 @@ SCENES: tuple[Scene, ...] = (
         "done: step 1, [the scripted model's leaked instructions would follow here].",
         stream=True,
         lesson="The refusal streamed through; the sentence that began to leak never did.",
+        outcome="changed",
     ),
     Scene(
         "A harmful request never reaches the model",
@@ -85,6 +91,7 @@ SCENES: tuple[Scene, ...] = (
         "[the scripted model is never asked this]",
         stream=False,
         lesson="Blocked before the upstream: the scripted model's call count did not move.",
+        outcome="blocked",
     ),
     Scene(
         "An over-refusal is flagged, not changed",
@@ -261,7 +268,14 @@ async def run_demo(
                 _say(out, "client received:", received)
                 if decision:
                     _say(out, "guard decision:", decision)
-                _say(out, "notice:", scene.lesson)
+                outcome: Outcome = "unchanged" if received == scene.scripted else "changed"
+                if model.calls == calls_before:
+                    outcome = "blocked"
+                if outcome == scene.outcome:
+                    _say(out, "notice:", scene.lesson)
+                else:
+                    _say(out, "notice:", f"this scorer decided differently from the script "
+                         f"(expected {scene.outcome}, got {outcome}).")  # fmt: skip
                 print(file=out)
             await client.close()
     stopped = metrics.registry.get_sample_value("guard_leaks_stopped_total") or 0
