@@ -103,13 +103,10 @@ class Engine:
         current = self._source if isinstance(self._source, PolicySet) else self._source.current()
         return current.with_mode(self._mode) if self._mode is not None else current
 
-    @property
-    def metrics(self) -> GuardMetrics | None:
-        return self._metrics
-
     # -- requests ---------------------------------------------------------------------
 
     async def check_request(self, request: GuardRequest) -> RequestVerdict:
+        """Decide on a request before anything is forwarded; a block is answered here."""
         policies = self.policies
         try:
             judgement, turn = await self._assess(request, policies)
@@ -221,6 +218,7 @@ class Engine:
         return chosen
 
     def open_stream(self, request: GuardRequest, verdict: RequestVerdict) -> ReplyStream:
+        """Judge a streamed reply delta by delta (see :mod:`guard.reply_stream`)."""
         return ReplyStream(self, self.policies, request, verdict)
 
     async def judge_reply(
