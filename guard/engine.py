@@ -65,6 +65,8 @@ class Memory(Protocol):
         blocked: bool,
     ) -> None: ...
 
+    async def aclose(self) -> None: ...
+
 
 class Engine:
     """Decides requests and replies; one instance serves every request of a process.
@@ -324,7 +326,20 @@ class Engine:
                 category=category or "none", decision=action.value
             ).inc()
 
+    async def start(self, *, watch_policies: bool = True) -> None:
+        """Begin reloading policies on SIGHUP (and on file change with ``watch_policies``).
+
+        Called from the server's lifespan, inside the running event loop.
+        """
+        if isinstance(self._source, PolicyProvider):
+            await self._source.start(watch=watch_policies)
+
     async def aclose(self) -> None:
+        """Stop policy reloads and release the memory store and the scorer."""
+        if isinstance(self._source, PolicyProvider):
+            await self._source.stop()
+        if self._memory is not None:
+            await self._memory.aclose()
         await self._scorer.aclose()
 
 

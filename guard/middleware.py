@@ -90,6 +90,7 @@ class GuardMiddleware:
         self.app = app
         self.settings = settings if settings is not None else Settings()
         self.metrics = metrics if metrics is not None else GuardMetrics()
+        self._owns_engine = engine is None
         if engine is None:
             from guard.factory import build_engine
 
@@ -99,6 +100,9 @@ class GuardMiddleware:
         self.relay = ChatRelay(engine, self.metrics, self.settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan" and self._owns_engine:
+            await self.app(scope, self._lifespan_receive(receive), send)
+            return
         if not is_chat_completion(scope, self.prefix):
             await self.app(scope, receive, send)
             return
@@ -111,6 +115,19 @@ class GuardMiddleware:
             # would steal each other's messages, so the app watches for disconnects.
             watch_disconnect=False,
         )
+
+    def _lifespan_receive(self, receive: Receive) -> Receive:
+        """Start and close the engine this middleware built with the app's lifespan."""
+
+        async def lifespan_receive() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.engine.start(watch_policies=self.settings.policy.watch)
+            elif message["type"] == "lifespan.shutdown":
+                await self.engine.aclose()
+            return message
+
+        return lifespan_receive
 
     @asynccontextmanager
     async def _call_app(

@@ -190,6 +190,8 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         log.info("guard_started", upstream=str(upstream.base_url.copy_with(userinfo=None)),
                  mode=settings.policy.mode)  # fmt: skip
+        if owns_engine:
+            await guard_engine.start(watch_policies=settings.policy.watch)
         try:
             yield
         finally:
