@@ -8,9 +8,12 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 
 from guard.cli import build_parser
-from guard.policy import load_policies
+from guard.decisions import Mode
+from guard.metrics import GuardMetrics
+from guard.policy import PolicyProvider, load_policies
 from guard.scoring import HAZARDS
 from guard.serve import settings_from_args
 from guard.settings import Settings
@@ -168,3 +171,68 @@ def test_policies_config_map_is_a_valid_policy_directory(
         (directory / name).write_text(text, encoding="utf-8")
     policies = load_policies(directory)  # raises PolicyError naming file and field
     assert sorted(policies.categories) == sorted(HAZARDS)
+
+
+def _kubelet_write(directory: Path, files: dict[str, str], version: int) -> None:
+    """Update ``directory`` the way the kubelet updates a ConfigMap volume.
+
+    Files live in a timestamped directory; ``..data`` links to the current one and each
+    visible name links through ``..data``; an update swaps ``..data`` atomically.
+    """
+    payload = directory / f"..2026_11_22_00_00_0{version}.000000000"
+    payload.mkdir()
+    for name, text in files.items():
+        (payload / name).write_text(text, encoding="utf-8")
+    staged = directory / "..data_tmp"
+    staged.symlink_to(payload.name)
+    staged.replace(directory / "..data")
+    for name in files:
+        link = directory / name
+        if not link.is_symlink():
+            link.symlink_to(Path("..data") / name)
+
+
+def test_a_config_map_update_reloads_the_policies(tmp_path: Path) -> None:
+    """What the runbook promises: edit the ConfigMap, the guard picks it up, or keeps
+    the last good policy and counts the failure when the edit is invalid."""
+    (config_map,) = yaml.safe_load_all(POLICIES.read_text(encoding="utf-8"))
+    files: dict[str, str] = config_map["data"]
+    assert "mode: observe" in files["global.yaml"]
+    directory = tmp_path / "policies"
+    directory.mkdir()
+    _kubelet_write(directory, files, 1)
+    metrics = GuardMetrics(CollectorRegistry())
+    provider = PolicyProvider(directory, metrics=metrics)
+    first = provider.current()
+    assert first.mode is Mode.OBSERVE
+    assert not provider.changed()
+
+    enforcing = {
+        **files,
+        "global.yaml": files["global.yaml"].replace("mode: observe", "mode: enforce"),
+    }
+    _kubelet_write(directory, enforcing, 2)
+    assert provider.changed(), "the policy watcher would miss a ConfigMap update"
+    assert provider.reload()
+    assert provider.current().mode is Mode.ENFORCE
+    assert provider.current().version != first.version
+    assert (
+        metrics.registry.get_sample_value(
+            "guard_policy_info", {"version": provider.current().version, "mode": "enforce"}
+        )
+        == 1.0
+    )
+
+    broken = {**enforcing, "global.yaml": enforcing["global.yaml"] + "\nno_such_setting: 1\n"}
+    _kubelet_write(directory, broken, 3)
+    assert provider.changed()
+    assert not provider.reload()
+    assert provider.current().mode is Mode.ENFORCE  # the last good policy stays
+    assert (
+        metrics.registry.get_sample_value("guard_policy_reloads_total", {"result": "failure"})
+        == 1.0
+    )
+    assert (
+        metrics.registry.get_sample_value("guard_policy_reloads_total", {"result": "success"})
+        == 1.0
+    )
