@@ -6,7 +6,9 @@ Reads what the other measurements wrote, runs no model itself:
   ../shared/datasets --model models/`` (prompt harm and refusal detection, eval/ only;
   the model card quotes the same file), and
 * ``benchmarks/results/multiturn_eval.json``, from ``python3 -m benchmarks.multiturn_eval
-  --data ../shared/datasets --scorer onnx --json-out benchmarks/results/multiturn_eval.json``.
+  --data ../shared/datasets --scorer onnx --json-out benchmarks/results/multiturn_eval.json``,
+* ``benchmarks/results/classifier_speed.json``, from ``benchmarks/classifier_speed.py``
+  (the model card's speed section).
 
 Anchors are published figures for other systems on the same sets, as quoted in issues 3
 and 4 (from the WildGuard, Llama Guard and ShieldGemma reports); they were not re-measured
@@ -29,6 +31,10 @@ EVALUATE_CMD = "python3 -m guard.training.evaluate --data ../shared/datasets --m
 MULTITURN_CMD = (
     "python3 -m benchmarks.multiturn_eval --data ../shared/datasets --scorer onnx "
     "--json-out benchmarks/results/multiturn_eval.json"
+)
+SPEED_CMD = (
+    "python3 benchmarks/classifier_speed.py --model-dir models --fp32 runs/m1_work/guard.fp32.onnx "
+    "--out benchmarks/results/classifier_speed.json"
 )
 MISSING = "not yet measured"
 BEGIN, END = "<!-- quality:begin -->", "<!-- quality:end -->"
@@ -168,7 +174,28 @@ def multiturn_rows(multiturn: dict[str, Any] | None) -> list[str]:
     return rows
 
 
-def render(evaluation: dict[str, Any] | None, multiturn: dict[str, Any] | None) -> str:
+def speed_rows(speed: dict[str, Any] | None) -> list[str]:
+    models = (speed or {}).get("models", {})
+    rows = [
+        "| model | size MB | 16 tokens p50 ms | 64 tokens p50 ms | 256 tokens p50 ms "
+        "| 64-token turns/s, two cores, batched |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name in models or ["int8"]:
+        entry = models.get(name, {})
+        by_tokens = {row["tokens"]: row for row in entry.get("one_core", [])}
+        cells = [_num(by_tokens.get(n, {}).get("p50_ms")) for n in (16, 64, 256)]
+        rate = entry.get("two_cores_batched", {}).get("turns_per_s", MISSING)
+        rows.append(f"| {name} | {entry.get('size_mb', MISSING)} | {' | '.join(cells)} | {rate} |")
+    rows.append("\nTarget (issue 3): at most 3 ms p50 for a 64-token turn on one core.")
+    return rows
+
+
+def render(
+    evaluation: dict[str, Any] | None,
+    multiturn: dict[str, Any] | None,
+    speed: dict[str, Any] | None = None,
+) -> str:
     version = (evaluation or {}).get("model_version", MISSING)
     thresholds = (evaluation or {}).get("thresholds", {})
     lines = [
@@ -193,6 +220,10 @@ def render(evaluation: dict[str, Any] | None, multiturn: dict[str, Any] | None) 
         f"#### Multi-turn (command: `{MULTITURN_CMD}`)",
         "",
         *multiturn_rows(multiturn),
+        "",
+        f"#### Classifier speed (command: `{SPEED_CMD}`)",
+        "",
+        *speed_rows(speed),
     ]
     return "\n".join(lines) + "\n"
 
@@ -211,9 +242,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--multiturn", type=Path, default=Path("benchmarks/results/multiturn_eval.json")
     )
+    parser.add_argument(
+        "--speed", type=Path, default=Path("benchmarks/results/classifier_speed.json")
+    )
     parser.add_argument("--readme", type=Path, help="rewrite the quality block of this file")
     args = parser.parse_args(argv)
-    text = render(_load(args.evaluation), _load(args.multiturn))
+    text = render(_load(args.evaluation), _load(args.multiturn), _load(args.speed))
     print(text)
     if args.readme:
         update_readme(args.readme, text)
