@@ -244,7 +244,8 @@ def render(report: dict[str, Any]) -> str:
         f"Measured {report['started']} to {report['finished']} on {m['cpu']}, {m['cores']} cores "
         f"(load average at start {', '.join(_f(x) for x in m['load_average'])}), Python "
         f"{m['python']}, {m.get('nginx', '')}, {m.get('wrk', '').split(' [')[0]}, LiteLLM "
-        f"{m.get('litellm', 'n/a')}. Guard classifier: {scorer}.",
+        f"{m.get('litellm', 'n/a')}. Guard classifier: {scorer}, started with "
+        f"`{report.get('guard_launcher', 'python3 -m guard serve')}`.",
         "",
         f"Command: `{report['command']}`",
         "",

@@ -7,13 +7,14 @@ even if the harness is killed; the context managers also stop it on exit.
 * nginx: Debian nginx-light as a plain reverse proxy, temp prefix and config,
   ``worker_processes 1`` (one worker, like the guard's single uvicorn process)
 * guard: ``python3 -m guard serve`` in observe or enforce mode with the shipped
-  ONNX classifier; ``scorer="keyword"`` runs the same app with the KeywordScorer instead
-  (labelled so in every table) for when no model is built
+  ONNX classifier; ``scorer="keyword"`` (or a factory still wiring the placeholder) runs
+  :mod:`benchmarks.harness.guard_server`: the same app and parts, scorer chosen
 * litellm: LiteLLM's proxy from ``benchmarks/.venv-litellm`` (``setup_peers.sh``)
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
@@ -54,6 +55,19 @@ class Target:
 
     def url(self, path: str = "/v1/chat/completions") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
+
+
+def factory_is_integrated() -> bool:
+    """Whether ``guard serve`` builds the real engine (ONNX, memory, policies from settings)."""
+    from guard import factory
+
+    return "scorer" in inspect.signature(factory.build_engine).parameters
+
+
+def launcher(scorer: str) -> str:
+    if scorer == "onnx" and factory_is_integrated():
+        return "python3 -m guard serve"
+    return f"python3 -m benchmarks.harness.guard_server --scorer {scorer}"
 
 
 def free_port() -> int:
@@ -182,13 +196,22 @@ def nginx(tmp: Path, up: Target, lifetime_s: int) -> Iterator[Target]:
 
 @contextmanager
 def guard(
-    tmp: Path, up: Target, mode: str, scorer: str, lifetime_s: int, *, hold_benign: bool = False
+    tmp: Path,
+    up: Target,
+    mode: str,
+    scorer: str,
+    lifetime_s: int,
+    *,
+    hold_benign: bool = False,
+    prefill: int = 0,
 ) -> Iterator[Target]:
     """The guard in ``mode``; ``scorer`` is "onnx" (``guard serve``) or "keyword".
 
     ``hold_benign`` runs it on a temp copy of the shipped policies with ``hold_benign: true``,
     so benign streams are held until their first sentence is judged too (the shipped
     policy streams benign requests without a hold; this shows what the hold costs).
+    ``prefill`` stores that many conversations before the guard answers
+    (:mod:`benchmarks.harness.guard_server`).
     """
     port = free_port()
     env = {"GUARD_LOGGING__LEVEL": "info"}
@@ -201,17 +224,18 @@ def guard(
             raise LaunchError("policies/global.yaml has no 'hold_benign: false' to flip")
         (policies / "global.yaml").write_text(held)
         env["GUARD_POLICY__DIR"] = str(policies)
-    if scorer == "onnx":
-        if not MODEL_FILE.exists():
-            raise LaunchError(f"{MODEL_FILE} is missing: build the model or use --scorer keyword")
-        args = ["python3", "-m", "guard", "serve"]
+    if scorer == "onnx" and not MODEL_FILE.exists():
+        raise LaunchError(f"{MODEL_FILE} is missing: build the model or use --scorer keyword")
+    if scorer == "onnx" and factory_is_integrated() and not prefill:
+        args = ["python3", "-m", "guard", "serve"]  # exactly what users run
     else:
-        args = ["python3", "-m", "benchmarks.harness.keyword_guard"]
+        args = ["python3", "-m", "benchmarks.harness.guard_server", "--scorer", scorer]
+        args += ["--prefill", str(prefill)] if prefill else []
     args += ["--upstream", up.url(""), "--port", str(port), "--mode", mode]
     log = tmp / f"guard-{mode}{'-hold' if hold_benign else ''}.log"
     # The request_completed line per request is part of the real cost; it goes to a file.
     with _process(args, lifetime_s=lifetime_s, log=log, env=env) as proc:
-        _wait_http(port, "/healthz", 120, proc, log)
+        _wait_http(port, "/healthz", 120 + prefill / 200, proc, log)
         name = f"guard-{mode}" + ("-hold" if hold_benign else "")
         name += "" if scorer == "onnx" else " (keyword scorer)"
         yield Target(name, port, pid=_child_pid(proc.pid), root_pid=proc.pid)
