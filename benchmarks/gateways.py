@@ -141,6 +141,7 @@ def memory(args: argparse.Namespace, lifetime_s: int) -> dict[str, Any]:
                 at_start = procmem.rss_mib(guard.pid)
                 wrk(guard, payload.single_turn(), concurrency=4, duration_s=2)
                 warm = procmem.rss_mib(guard.pid)
+                warm_held = procmem.conversations_held(guard)
                 fill = procmem.fill_conversations(
                     guard, args.fill, max_s=args.fill_max_s, step_s=args.fill_max_s / 3
                 )
@@ -163,6 +164,7 @@ def memory(args: argparse.Namespace, lifetime_s: int) -> dict[str, Any]:
     return {
         "rss_start_mib": at_start,
         "rss_warm_mib": warm,
+        "warm_conversations": warm_held,
         "rss_filled_mib": filled,
         **asdict(fill),
         "prefill_launcher": (
