@@ -33,8 +33,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import clients, payload, procmem, targets
-from benchmarks.harness.load import wrk
+from benchmarks.harness import clients, procmem, targets
+from benchmarks.harness.load import NumberedBody, wrk
 from benchmarks.harness.upstream import Chunking
 
 ALL_TARGETS = ["direct", "nginx", "guard-observe", "guard-enforce", "guard-enforce-hold", "litellm"]
@@ -51,15 +51,15 @@ def _log(message: str) -> None:
 
 
 def latency(ts: dict[str, targets.Target], args: argparse.Namespace) -> list[dict[str, Any]]:
-    body = payload.single_turn()
     whole = [target for name, target in ts.items() if name != HOLD]
     for target in whole:
-        wrk(target, body, concurrency=4, duration_s=2)  # warm pools, caches, model
+        wrk(target, NumberedBody.fresh(), concurrency=4, duration_s=2)  # warm pools, model
     runs: list[dict[str, Any]] = []
     for repeat in range(args.repeats):
         for concurrency in args.concurrency:
             for target in whole:
                 cpu_before = procmem.tree_cpu_s(target.root_pid) if target.root_pid else 0.0
+                body = NumberedBody.fresh()  # every request a new user turn, scored afresh
                 result = wrk(target, body, concurrency=concurrency, duration_s=args.duration)
                 cpu_s = procmem.tree_cpu_s(target.root_pid) - cpu_before if target.root_pid else 0
                 cpu_ms = 1000 * cpu_s / result.requests if result.requests else float("nan")
@@ -139,7 +139,7 @@ def memory(args: argparse.Namespace, lifetime_s: int) -> dict[str, Any]:
                 assert guard.pid is not None
                 time.sleep(1)
                 at_start = procmem.rss_mib(guard.pid)
-                wrk(guard, payload.single_turn(), concurrency=4, duration_s=2)
+                wrk(guard, NumberedBody.fresh(), concurrency=4, duration_s=2)
                 warm = procmem.rss_mib(guard.pid)
                 warm_held = procmem.conversations_held(guard)
                 fill = procmem.fill_conversations(
@@ -153,7 +153,7 @@ def memory(args: argparse.Namespace, lifetime_s: int) -> dict[str, Any]:
                 assert prefilled.pid is not None
                 prefill_s = time.monotonic() - started
                 pre_start = procmem.rss_mib(prefilled.pid)
-                wrk(prefilled, payload.single_turn(), concurrency=4, duration_s=2)
+                wrk(prefilled, NumberedBody.fresh(), concurrency=4, duration_s=2)
                 pre_warm = procmem.rss_mib(prefilled.pid)
                 pre_held = procmem.conversations_held(prefilled)
     _log(

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.harness import payload
 from benchmarks.harness.clients import CONVERSATION_HEADER
-from benchmarks.harness.load import wrk
+from benchmarks.harness.load import NumberedBody, wrk
 from benchmarks.harness.targets import Target
 
 
@@ -55,7 +54,7 @@ def fill_conversations(
     while held < wanted and time.monotonic() - started < max_s:
         result = wrk(
             target,
-            payload.single_turn(),
+            NumberedBody.fresh(),
             concurrency=concurrency,
             duration_s=step_s,
             unique_header=CONVERSATION_HEADER,
