@@ -178,6 +178,11 @@ def memory(args: argparse.Namespace, lifetime_s: int) -> dict[str, Any]:
     }
 
 
+def _model_version() -> str:
+    labels = json.loads((targets.MODEL_FILE.parent / "labels.json").read_text())
+    return f"{labels.get('model_version', '?')} (sha256 {labels.get('model_sha256', '?')[:12]})"
+
+
 def machine() -> dict[str, Any]:
     cpu = next(
         (
@@ -241,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "scorer": args.scorer,
+        "model": _model_version() if args.scorer == "onnx" else None,
         "guard_launcher": targets.launcher(args.scorer),
         "concurrency": args.concurrency,
         "repeats": args.repeats,
