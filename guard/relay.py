@@ -2,7 +2,7 @@
 
 :class:`ChatRelay` reads and validates the request, asks the engine, and either answers
 itself (block) or opens the upstream through a ``forward`` callable the front door
-supplies (httpx for the proxy, the wrapped app for the middleware), then judges the
+supplies (the upstream client for the proxy, the wrapped app for the middleware), then judges the
 reply whole or as a stream and sends what the verdicts say over ASGI ``send``.
 """
 
