@@ -67,6 +67,10 @@ class Sidecar:
         self.settings = relay.settings
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            # Not relayed (no OpenAI chat API uses it): refused before the handshake.
+            await send({"type": "websocket.close", "code": 1003})
+            return
         if is_chat_completion(scope):
             await self.relay.handle(scope, receive, send, self._forward_chat(scope))
         else:

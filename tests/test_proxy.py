@@ -314,4 +314,4 @@ def test_settings_are_accepted_as_given() -> None:
     app = create_app(
         Settings(), engine=Engine(KeywordScorer()), metrics=GuardMetrics(CollectorRegistry())
     )
-    assert app.state.sidecar.upstream.base_url == httpx.URL("http://127.0.0.1:8000")
+    assert app.state.sidecar.upstream.base_url == "http://127.0.0.1:8000"
