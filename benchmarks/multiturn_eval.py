@@ -72,6 +72,7 @@ class Trace:
     risks: list[float] = field(default_factory=list)  # conversation-level, per turn
     turn_risks: list[float] = field(default_factory=list)  # the last turn alone
     clean_faults: int = 0  # forged/pruned raised on histories the guard relayed
+    clean_requests: int = 0
     forged_caught: dict[str, bool] = field(default_factory=dict)  # "mode/kind" -> caught
 
 
@@ -125,6 +126,7 @@ async def replay(
             trace.risks.append(judgement.risk)
             trace.turn_risks.append(judgement.turn_score.risk)
         trace.clean_faults += int(judgement.forged_turns > 0 or judgement.pruned)
+        trace.clean_requests += 1
         reply = dialogue.replies[i] or f"Noted ({dialogue.id}, turn {i + 1})."
         await memory.record(judgement, relayed=reply, refusal=None, category=None, blocked=False)
         history.append(Message("assistant", reply))
@@ -199,7 +201,9 @@ class Scores:
     benign_flagged: dict[str, float]
     benign_flagged_single: dict[str, float]
     forged_detected: dict[str, float]
+    forged_probes: dict[str, int]
     clean_faults: int
+    clean_requests: int
     conversations: dict[str, int]
 
 
@@ -252,7 +256,9 @@ def score(attacks: list[Trace], benign: list[Trace], flag: float, block: float) 
             s: sum(max(t.turn_risks) >= flag for t in ts) / len(ts) for s, ts in by_source.items()
         },
         forged_detected={k: sum(v) / len(v) for k, v in sorted(forged.items())},
+        forged_probes={k: len(v) for k, v in sorted(forged.items())},
         clean_faults=sum(t.clean_faults for t in (*attacks, *benign)),
+        clean_requests=sum(t.clean_requests for t in (*attacks, *benign)),
         conversations={
             "attack": len(attacks),
             "benign": len(benign),
@@ -263,12 +269,11 @@ def score(attacks: list[Trace], benign: list[Trace], flag: float, block: float) 
 
 async def run(args: argparse.Namespace) -> tuple[list[Trace], list[Trace]]:
     split_dir = args.data / args.split / "multiturn"
+    limit = args.limit or None
     attack_sets = [load(split_dir / f"{name}.norm.jsonl") for name in ATTACK_SETS[args.split]]
     benign_sets = [load(split_dir / f"{name}.norm.jsonl") for name in BENIGN_SETS[args.split]]
-    dialogues = [(d, True) for ds in attack_sets for d in ds]
-    dialogues += [(d, False) for ds in benign_sets for d in ds]
-    if args.limit:
-        dialogues = dialogues[: args.limit]
+    dialogues = [(d, True) for ds in attack_sets for d in ds[:limit]]
+    dialogues += [(d, False) for ds in benign_sets for d in ds[:limit]]
     pool = [" ".join(r.split()) for d, _ in dialogues for r in d.replies if r]
     scorer = make_scorer(args.scorer, args.model_dir)
     config = EscalationConfig(
@@ -320,9 +325,14 @@ def report(result: Scores, args: argparse.Namespace, seconds: float) -> str:
     ]
     for source, share in result.benign_flagged.items():
         lines.append(f"| {source} | {pct(share)} | {pct(result.benign_flagged_single[source])} |")
-    lines += ["", "| forged history probe | detected |", "|---|---|"]
-    lines += [f"| {k} | {pct(v)} |" for k, v in result.forged_detected.items()]
-    lines.append(f"\nfaults raised on histories the guard relayed itself: {result.clean_faults}")
+    lines += ["", "| forged history probe (mode/kind) | probes | detected |", "|---|---|---|"]
+    lines += [
+        f"| {k} | {result.forged_probes[k]} | {pct(v)} |" for k, v in result.forged_detected.items()
+    ]
+    lines.append(
+        f"\nfaults raised on histories the guard relayed itself: {result.clean_faults} "
+        f"(of {result.clean_requests} requests)"
+    )
     return "\n".join(lines)
 
 
@@ -355,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--trend-weight", type=float, default=defaults.trend_weight)
     parser.add_argument("--peak-decay", type=float, default=defaults.peak_decay)
     parser.add_argument("--sweep", action="store_true", help="also tabulate flag thresholds")
-    parser.add_argument("--limit", type=int, default=0, help="first N conversations (smoke runs)")
+    parser.add_argument("--limit", type=int, default=0, help="first N of each set (smoke runs)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json-out", type=Path, default=None)
     args = parser.parse_args(argv)

@@ -68,6 +68,9 @@ class MemorySettings(_Section):
     # Conversation risk at or above this, where no single turn reached it, counts in
     # guard_escalations_total; the policy takes its own flag/block decisions.
     escalation_threshold: float = Field(default=0.5, ge=0, le=1)
+    # User turns scored together as one text each request (split intent); 0 turns it
+    # off and leaves one scored text per new turn (benchmarks/README.md: cost).
+    joint_turns: int = Field(default=4, ge=0)
     score_cache_entries: int = Field(default=50_000, gt=0)  # per-message scores kept per process
     redis_timeout_s: float = Field(default=0.25, gt=0)  # connect and command timeout
     reconnect_interval_s: float = Field(default=1.0, ge=0)  # retry Redis this long after a failure

@@ -29,7 +29,10 @@ from guard.scoring import HarmScore
 
 @dataclass(frozen=True, slots=True)
 class EscalationConfig:
-    joint_turns: int = 4  # user turns scored together
+    joint_turns: int = 4  # user turns scored together; 0 or 1 turns joint scoring off
+    # The joint text's tail is kept to about one classifier window (128 tokens), so the
+    # second text a request scores costs what a short turn costs.
+    joint_chars: int = 480
     trend_turns: int = 5  # user turns the slope is fitted over
     trend_min_turns: int = 3  # two points make a jump, not a trend
     trend_weight: float = 1.0  # risk added per unit of positive slope (risk per turn)
@@ -48,6 +51,19 @@ class Escalation:
     category: str | None
 
 
+def joint_text(users: Sequence[str], config: EscalationConfig) -> str | None:
+    """The recent user turns as one text, newest last; None when there is nothing to join."""
+    if config.joint_turns < 2 or len(users) < 2:
+        return None
+    text = " ".join(users[-config.joint_turns :])
+    if len(text) > config.joint_chars:
+        tail = text[-config.joint_chars :]
+        # Start at a word boundary: a cut word reads as noise to the tokenizer.
+        space = tail.find(" ")
+        text = tail[space + 1 :] if 0 <= space < len(tail) // 4 else tail
+    return text
+
+
 def slope(values: Sequence[float]) -> float:
     """Least-squares slope of ``values`` against their index (0 for < 2 values)."""
     n = len(values)
@@ -61,16 +77,23 @@ def slope(values: Sequence[float]) -> float:
 
 
 def assess(
-    turn_scores: Sequence[HarmScore],
+    recent: Sequence[HarmScore],
     joint: HarmScore,
     state: ConversationState | None,
     config: EscalationConfig,
+    *,
+    turn: int | None = None,
 ) -> Escalation:
-    """Combine the signals for the newest user turn (``turn_scores[-1]``)."""
-    last = turn_scores[-1] if turn_scores else HarmScore.benign()
-    turn = len(turn_scores)
-    recent = [s.risk for s in turn_scores[-config.trend_turns :]]
-    trend = slope(recent) if len(recent) >= config.trend_min_turns else 0.0
+    """Combine the signals for the newest user turn (``recent[-1]``).
+
+    ``recent`` holds the scores of the last user turns, oldest first (at least
+    ``trend_turns`` of them when the conversation has that many); ``turn`` is the newest
+    turn's number, ``len(recent)`` when omitted.
+    """
+    last = recent[-1] if recent else HarmScore.benign()
+    turn = len(recent) if turn is None else turn
+    risks = [s.risk for s in recent[-config.trend_turns :]]
+    trend = slope(risks) if len(risks) >= config.trend_min_turns else 0.0
     source = joint if joint.risk > last.risk else last
     base, category = source.risk, source.category
     risk = base + min(config.trend_weight * max(trend, 0.0), config.trend_cap)

@@ -16,7 +16,6 @@ soon as their first replies differ.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
@@ -49,16 +48,27 @@ class Keyring:
         self._secret = secret
 
     def digest(self, domain: str, *parts: str, length: int = _LONG) -> str:
-        mac = hmac.new(self._secret, domain.encode(), hashlib.sha256)
+        chunks = [domain.encode(), b"\0"]
         for part in parts:
             encoded = part.encode("utf-8", "surrogatepass")
-            mac.update(len(encoded).to_bytes(8, "big"))  # unambiguous concatenation
-            mac.update(encoded)
-        return mac.hexdigest()[:length]
+            chunks.append(len(encoded).to_bytes(8, "big"))  # unambiguous concatenation
+            chunks.append(encoded)
+        # One-shot C implementation: every request hashes its whole history.
+        return hmac.digest(self._secret, b"".join(chunks), "sha256").hex()[:length]
 
     def text(self, text: str) -> str:
-        """Hash of a message text, whitespace-normalised (cache keys, relayed replies)."""
-        return self.digest("text", normalise(text), length=_SHORT)
+        """Hash of a message text, whitespace-normalised (relayed replies)."""
+        return self._single(b"text\0", normalise(text))
+
+    def prompt(self, text: str) -> str:
+        """Score-cache key of a user text: exact text (a whitespace change only re-scores)."""
+        return self._single(b"prompt\0", text)
+
+    def _single(self, prefix: bytes, text: str) -> str:
+        # Hot path (every message of every request): one part needs no length prefix,
+        # and the NUL-terminated domain keeps it apart from every other domain.
+        message = prefix + text.encode("utf-8", "surrogatepass")
+        return hmac.digest(self._secret, message, "sha256").hex()[:_SHORT]
 
 
 def keyring_from_settings(settings: MemorySettings) -> Keyring:

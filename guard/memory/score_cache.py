@@ -28,6 +28,13 @@ class ScoreCache:
     def __len__(self) -> int:
         return len(self._items)
 
+    def __contains__(self, text_hash: str) -> bool:
+        """Whether the text is cached; refreshes its LRU position (it is still in use)."""
+        if text_hash in self._items:
+            self._items.move_to_end(text_hash)
+            return True
+        return False
+
     def get(self, text_hash: str) -> HarmScore | None:
         packed = self._items.get(text_hash)
         if packed is None:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import structlog
 
 from guard.errors import StateStoreError, StateStoreUnavailable
-from guard.memory.escalation import EscalationConfig, assess
+from guard.memory.escalation import EscalationConfig, assess, joint_text
 from guard.memory.identity import (
     ConversationKey,
     Keyring,
@@ -100,6 +100,7 @@ class ConversationMemory:
             scorer,
             store,
             keyring,
+            config=EscalationConfig(joint_turns=settings.joint_turns),
             escalation_threshold=settings.escalation_threshold,
             score_cache_entries=settings.score_cache_entries,
             metrics=metrics,
@@ -137,9 +138,15 @@ class ConversationMemory:
             if m.role == "assistant"
         ]
         integrity = check_history(known, assistant_hashes, len(users))
-        turn_scores, joint, fresh = await self._score(users)
-        esc = assess(turn_scores, joint, known, self._config)
-        single_max = max((s.risk for s in turn_scores), default=0.0)
+        scored = await self._score(users)
+        recent, joint, fresh = scored.recent, scored.joint, scored.fresh_turns
+        turn = len(users)
+        decay = self._config.peak_decay
+        view = _with_peak(known, scored.earlier, turn, decay)
+        esc = assess(recent, joint, view, self._config, turn=turn)
+        # "No single turn reached it": judged over the recent turns, which are the
+        # ones the joint score and the trend look at.
+        single_max = max((s.risk for s in recent), default=0.0)
         newly_escalated = (
             esc.risk >= self._threshold
             and single_max < self._threshold
@@ -148,12 +155,11 @@ class ConversationMemory:
         await self._write(
             key.storage_key,
             _judged(
-                seed=known,
-                turn=len(users),
-                base=esc.base,
-                base_category=esc.base_category,
+                seed=view,
+                turn=turn,
+                peaks=(Peak(esc.base, turn, esc.base_category), scored.earlier),
                 escalated=newly_escalated,
-                decay=self._config.peak_decay,
+                decay=decay,
                 now=self._clock(),
             ),
         )
@@ -163,7 +169,7 @@ class ConversationMemory:
             conversation=key.conversation,
             tenant=key.tenant,
             turn=len(users),
-            turn_score=turn_scores[-1] if turn_scores else HarmScore.benign(),
+            turn_score=recent[-1] if recent else HarmScore.benign(),
             joint_score=joint,
             risk=esc.risk,
             trend=esc.trend,
@@ -222,36 +228,53 @@ class ConversationMemory:
                 "state_record_lost", conversation=judgement.conversation, error=type(exc).__name__
             )
 
-    async def _score(self, users: Sequence[str]) -> tuple[list[HarmScore], HarmScore, int]:
-        """Per-turn scores (cached by keyed hash) and the joint score of recent turns."""
-        hashes = [self._keyring.text(text) for text in users]
-        joint_text = " ".join(users[-self._config.joint_turns :]) if len(users) > 1 else None
-        joint_hash = self._keyring.text(joint_text) if joint_text is not None else None
+    async def _score(self, users: Sequence[str]) -> Scored:
+        """Scores of the recent user turns and the joint text; every turn scored once.
+
+        Each user turn's keyed hash is checked against the score cache (a rewritten or
+        first-seen turn anywhere in the history is scored), but only the recent turns'
+        scores are materialised: older ones already went into the conversation's record.
+        """
+        hashes = [self._keyring.prompt(text) for text in users]
+        recent = hashes[-max(self._config.trend_turns, 1) :]
+        joint = joint_text(users, self._config)
+        joint_hash = self._keyring.prompt(joint) if joint is not None else None
         found: dict[str, HarmScore] = {}
+        for text_hash in (*recent, joint_hash):
+            if text_hash is not None and text_hash not in found:
+                cached = self._scores.get(text_hash)
+                if cached is not None:
+                    found[text_hash] = cached
         missing: dict[str, str] = {}
-        pending = list(zip(hashes, users, strict=True))
-        if joint_text is not None and joint_hash is not None:
-            pending.append((joint_hash, joint_text))
-        for text_hash, text in pending:
-            if text_hash in found or text_hash in missing:
-                continue
-            cached = self._scores.get(text_hash)
-            if cached is None:
+        for text_hash, text in zip(hashes, users, strict=True):
+            if (
+                text_hash not in found
+                and text_hash not in missing
+                and text_hash not in self._scores
+            ):
                 missing[text_hash] = text
-            else:
-                found[text_hash] = cached
+        fresh_turns = len(missing)
+        if joint is not None and joint_hash is not None and joint_hash not in found:
+            missing.setdefault(joint_hash, joint)
         if missing:
             results = await self._scorer.score_prompts(list(missing.values()))
             for text_hash, score in zip(missing, results, strict=True):
                 self._scores.put(text_hash, score)
                 found[text_hash] = score
-        turn_scores = [found[h] for h in hashes]
+        recent_scores = [found[h] for h in recent]
         if joint_hash is not None:
-            joint = found[joint_hash]
+            joint_score = found[joint_hash]
         else:
-            joint = turn_scores[-1] if turn_scores else HarmScore.benign()
-        fresh_turns = len({h for h in hashes if h in missing})
-        return turn_scores, joint, fresh_turns
+            joint_score = recent_scores[-1] if recent_scores else HarmScore.benign()
+        # A turn before the recent window that was scored now (first contact, or a
+        # rewritten earlier turn) still counts: as the conversation's peak at its turn.
+        earlier: Peak | None = None
+        older = len(hashes) - len(recent)
+        for index, text_hash in enumerate(hashes[:older]):
+            older_score = found.get(text_hash)
+            if older_score is not None and (earlier is None or older_score.risk >= earlier.risk):
+                earlier = Peak(older_score.risk, index + 1, older_score.category)
+        return Scored(recent_scores, joint_score, fresh_turns, earlier)
 
     async def _read(self, storage_key: str) -> ConversationState | None:
         try:
@@ -281,12 +304,54 @@ class ConversationMemory:
             self._metrics.escalations.inc()
 
 
+@dataclass(frozen=True, slots=True)
+class Peak:
+    """A risk observed at a turn, carried forward with a per-turn decay."""
+
+    risk: float
+    turn: int
+    category: str
+
+    def at(self, turn: int, decay: float) -> float:
+        return self.risk * decay ** max(turn - self.turn, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    recent: list[HarmScore]  # the last user turns, oldest first
+    joint: HarmScore
+    fresh_turns: int
+    earlier: Peak | None  # the worst freshly scored turn before the recent window
+
+
+def _peak_of(state: ConversationState) -> Peak | None:
+    if state.peak_category is None or state.peak_risk <= 0.0:
+        return None
+    return Peak(state.peak_risk, state.peak_turn, state.peak_category)
+
+
+def _with_peak(
+    state: ConversationState | None, candidate: Peak | None, turn: int, decay: float
+) -> ConversationState | None:
+    """``state`` with ``candidate`` as its peak where that weighs more at ``turn``."""
+    if candidate is None or candidate.risk <= 0.0:
+        return state
+    current = _peak_of(state) if state is not None else None
+    if current is not None and current.at(turn, decay) >= candidate.at(turn, decay):
+        return state
+    return replace(
+        state or ConversationState(),
+        peak_risk=candidate.risk,
+        peak_turn=candidate.turn,
+        peak_category=candidate.category,
+    )
+
+
 def _judged(
     *,
     seed: ConversationState | None,
     turn: int,
-    base: float,
-    base_category: str | None,
+    peaks: Sequence[Peak | None],
     escalated: bool,
     decay: float,
     now: float,
@@ -295,9 +360,8 @@ def _judged(
 
     def change(current: ConversationState | None) -> ConversationState:
         state = current or seed or ConversationState()
-        carried = state.peak_risk * decay ** max(turn - state.peak_turn, 0)
-        if base >= carried and base > 0.0:
-            state = replace(state, peak_risk=base, peak_turn=turn, peak_category=base_category)
+        for peak in peaks:
+            state = _with_peak(state, peak, turn, decay) or state
         return replace(
             state,
             user_turns=max(state.user_turns, turn),

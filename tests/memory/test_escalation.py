@@ -62,3 +62,15 @@ def test_refused_category_raises_a_related_turn() -> None:
 def test_no_turns_is_benign() -> None:
     result = assess([], HarmScore.benign(), None, CONFIG)
     assert result.risk == 0.0 and result.category is None
+
+
+def test_joint_text_joins_recent_turns_and_keeps_the_tail() -> None:
+    from guard.memory.escalation import joint_text
+
+    assert joint_text(["only one"], CONFIG) is None
+    assert joint_text(["a", "b", "c", "d", "e"], CONFIG) == "b c d e"
+    assert joint_text(["a", "b"], EscalationConfig(joint_turns=0)) is None
+    long = ["word " * 200, "the newest turn"]
+    text = joint_text(long, CONFIG)
+    assert text is not None and text.endswith("the newest turn")
+    assert len(text) <= CONFIG.joint_chars and text.startswith("word")

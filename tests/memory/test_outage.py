@@ -120,3 +120,15 @@ async def test_two_replicas_share_state(
     finally:
         await one.aclose()
         await two.aclose()
+
+
+def test_missing_redis_binary_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    from . import conftest
+
+    monkeypatch.setattr(conftest.shutil, "which", lambda name: None)
+    monkeypatch.setenv("CI", "1")
+    with pytest.raises(pytest.fail.Exception, match="required in CI"):
+        conftest._redis_binary()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="redis-server binary not found"):
+        conftest._redis_binary()

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from guard.errors import StateStoreError
-from guard.memory.memory_store import MemoryStore
+from guard.memory.memory_store import ENTRY_OVERHEAD, MemoryStore
 from guard.memory.redis_store import KEY_PREFIX, RedisStore
 from guard.memory.state import MAX_RELAYED, ConversationState
 from guard.memory.store import StateStore
@@ -107,7 +107,7 @@ async def test_memory_store_evicts_least_recently_used(metrics: GuardMetrics) ->
 
 
 async def test_memory_store_keeps_its_byte_bound() -> None:
-    entry = len(STATE.to_bytes()) + len("t:00000") + 200
+    entry = len(STATE.to_bytes()) + len("t:00000") + ENTRY_OVERHEAD
     store = MemoryStore(ttl_s=60, max_conversations=1000, max_bytes=entry * 5)
     for i in range(50):
         await store.put(f"t:{i:05d}", STATE)
