@@ -9,6 +9,7 @@ reply whole or as a stream and sends what the verdicts say over ASGI ``send``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -46,6 +47,7 @@ from guard.openai_api import (
     reply_text,
     rewritten_completion,
     stream_error_event,
+    with_system_message,
 )
 from guard.settings import Settings
 from guard.sse import SSEEvent, SSEParser, chunk_facts
@@ -213,7 +215,7 @@ class ChatRelay:
             if content_type.lower().startswith(b"text/event-stream"):
                 await self._relay_stream(responder, chat, request, verdict, reply, record)
             else:
-                await self._relay_whole(responder, request, verdict, reply, record)
+                await self._relay_whole(responder, request, verdict, reply, record, (chat, forward))
 
     async def _relay_whole(
         self,
@@ -222,6 +224,7 @@ class ChatRelay:
         verdict: RequestVerdict,
         reply: Reply,
         record: ChatRecord,
+        retry_with: tuple[ChatRequest, Forward],
     ) -> None:
         body = b"".join([chunk async for chunk in reply.aiter_bytes()])
         try:
@@ -233,13 +236,37 @@ class ChatRelay:
         begun = time.perf_counter()
         judged = await self.engine.check_reply(request, verdict, reply_text(payload) or "")
         record.reply_overhead_s += time.perf_counter() - begun
+        if judged.retry is not None:
+            retried = await self._ask_again(*retry_with, judged.retry.clarification, record)
+            begun = time.perf_counter()
+            judged = await self.engine.check_retry(request, verdict, judged, retried)
+            record.reply_overhead_s += time.perf_counter() - begun
         self._judged(record, judged)
         headers = without_hop_by_hop(reply.headers, *_BODY_FRAMING)
         if judged.action in (Action.REWRITE, Action.BLOCK):
             body = rewritten_completion(payload, judged.text or "")
             headers = [(k, v) for k, v in headers if k != b"content-type"] + [_JSON]
         headers.append((b"content-length", str(len(body)).encode()))
-        await responder.whole(200, headers + self._decision_headers(record), body)
+        await responder.whole(reply.status, headers + self._decision_headers(record), body)
+
+    async def _ask_again(
+        self, chat: ChatRequest, forward: Forward, clarification: str, record: ChatRecord
+    ) -> str | None:
+        """The upstream's second answer to an over-refused request, or None if it failed."""
+        retry = dataclasses.replace(chat, body=with_system_message(chat.body, clarification))
+        try:
+            async with forward(retry, record.request_id) as reply:
+                if not 200 <= reply.status < 300:
+                    return None
+                body = b"".join([chunk async for chunk in reply.aiter_bytes()])
+        except UpstreamError as exc:
+            self.metrics.upstream_errors.labels(kind=upstream_kind(exc)).inc()
+            return None
+        try:
+            payload = json.loads(body)
+        except (ValueError, RecursionError):
+            return None
+        return reply_text(payload) if isinstance(payload, dict) else None
 
     async def _relay_stream(
         self,
