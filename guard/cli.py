@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "Check policy files, export their JSON Schema, show the gallery.",
     ),
     "demo": ("guard.demo", "Watch the guard work in front of a built-in scripted model."),
+    "score": ("guard.classifier.cli", "Score JSON lines (text or messages) with the classifier."),
 }
 
 

@@ -12,14 +12,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import json
 import logging
 import socket
+import sys
 import textwrap
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import structlog
 import uvicorn
@@ -31,13 +33,19 @@ from starlette.routing import Route
 
 from guard.decisions import Mode
 from guard.engine import Engine
+from guard.errors import ConfigError, GuardError
 from guard.metrics import GuardMetrics
+from guard.scoring import Scorer
 from guard.settings import load_settings
 from guard.testing import KeywordScorer
 
 SCRIPTED_MODEL = "scripted-demo-model"
 LABEL = "[scripted model]"
 UNSCRIPTED = "I'm a scripted demo model and only know the demo's questions."
+KEYWORD_SCORER = "KeywordScorer (deterministic phrase rules, no ONNX model)"
+
+
+Outcome = Literal["unchanged", "changed", "blocked"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +55,7 @@ class Scene:
     scripted: str  # what the scripted model answers
     stream: bool
     lesson: str  # one line on what to notice
+    outcome: Outcome = "unchanged"  # what the guard is expected to do
 
 
 SCENES: tuple[Scene, ...] = (
@@ -64,6 +73,7 @@ SCENES: tuple[Scene, ...] = (
         "I'm sorry, I can't help with that.",
         stream=False,
         lesson="The model said no without saying why; the guard says why and what it can do.",
+        outcome="changed",
     ),
     Scene(
         "A leak is cut mid-stream",
@@ -73,6 +83,7 @@ SCENES: tuple[Scene, ...] = (
         "done: step 1, [the scripted model's leaked instructions would follow here].",
         stream=True,
         lesson="The refusal streamed through; the sentence that began to leak never did.",
+        outcome="changed",
     ),
     Scene(
         "A harmful request never reaches the model",
@@ -80,6 +91,7 @@ SCENES: tuple[Scene, ...] = (
         "[the scripted model is never asked this]",
         stream=False,
         lesson="Blocked before the upstream: the scripted model's call count did not move.",
+        outcome="blocked",
     ),
     Scene(
         "An over-refusal is flagged, not changed",
@@ -94,8 +106,9 @@ SCENES: tuple[Scene, ...] = (
 class ScriptedModel:
     """The demo's upstream: an OpenAI-shaped Starlette app with canned replies."""
 
-    def __init__(self, scenes: tuple[Scene, ...] = SCENES) -> None:
+    def __init__(self, scenes: tuple[Scene, ...] = SCENES, *, token_delay_s: float = 0.0) -> None:
         self.replies = {scene.prompt: scene.scripted for scene in scenes}
+        self.token_delay_s = token_delay_s  # pause between streamed words, like a real model
         self.calls = 0
         self.app = Starlette(routes=[
             Route("/v1/chat/completions", self.chat, methods=["POST"]),
@@ -119,7 +132,8 @@ class ScriptedModel:
         created = int(time.time())
         ident = f"chatcmpl-scripted-{self.calls}"
         if body.get("stream"):
-            return StreamingResponse(_sse(ident, created, text), media_type="text/event-stream")
+            events = _sse(ident, created, text, self.token_delay_s)
+            return StreamingResponse(events, media_type="text/event-stream")
         return JSONResponse({
             "id": ident, "object": "chat.completion", "created": created, "model": SCRIPTED_MODEL,
             "choices": [{"index": 0, "finish_reason": "stop",
@@ -128,7 +142,7 @@ class ScriptedModel:
         })  # fmt: skip
 
 
-async def _sse(ident: str, created: int, text: str) -> AsyncIterator[bytes]:
+async def _sse(ident: str, created: int, text: str, delay_s: float) -> AsyncIterator[bytes]:
     def event(delta: dict[str, str], finish: str | None = None) -> bytes:
         chunk = {"id": ident, "object": "chat.completion.chunk", "created": created,
                  "model": SCRIPTED_MODEL,
@@ -138,7 +152,7 @@ async def _sse(ident: str, created: int, text: str) -> AsyncIterator[bytes]:
     yield event({"role": "assistant", "content": ""})
     for word in _words(text):
         yield event({"content": word})
-        await asyncio.sleep(0)  # let each word go out as its own chunk
+        await asyncio.sleep(delay_s)  # each word goes out as its own chunk
     yield event({}, "stop")
     yield b"data: [DONE]\n\n"
 
@@ -151,7 +165,7 @@ def _words(text: str) -> Iterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def _serve(app: Any) -> AsyncIterator[str]:
+async def serve_app(app: Any) -> AsyncIterator[str]:
     """Serve ``app`` with uvicorn on a free 127.0.0.1 port; yields its base URL."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
@@ -173,13 +187,38 @@ async def _serve(app: Any) -> AsyncIterator[str]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verbose", action="store_true", help="Also print the guard's logs.")
+    parser.add_argument(
+        "--scorer", choices=("keyword", "onnx"), default="keyword",
+        help="keyword: deterministic phrase rules, the scripted story as written (default); "
+        "onnx: the shipped classifier in models/, whose decisions may differ from the story",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
     if not args.verbose:
         structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    asyncio.run(run_demo())
+    try:
+        scorer, described = _scorer(args.scorer)
+    except GuardError as exc:
+        print(f"guard demo: {exc}", file=sys.stderr)
+        return 2
+    asyncio.run(run_demo(scorer=scorer, scorer_name=described))
     return 0
+
+
+def _scorer(kind: str) -> tuple[Scorer, str]:
+    if kind == "keyword":
+        return KeywordScorer(), KEYWORD_SCORER
+    try:
+        # Imported by name: the classifier package is optional for the demo.
+        classifier = importlib.import_module("guard.classifier")
+    except ImportError as exc:
+        raise ConfigError("the ONNX classifier is not part of this checkout") from exc
+    if not hasattr(classifier, "OnnxScorer"):
+        raise ConfigError("the ONNX classifier is not part of this checkout")
+    settings = load_settings(environ={}).classifier
+    scorer: Scorer = classifier.OnnxScorer.from_settings(settings)
+    return scorer, f"the ONNX classifier in {settings.model_dir}"
 
 
 def _say(out: IO[str], label: str, text: str) -> None:
@@ -189,7 +228,12 @@ def _say(out: IO[str], label: str, text: str) -> None:
     print(body, file=out)
 
 
-async def run_demo(out: IO[str] | None = None) -> GuardMetrics:
+async def run_demo(
+    out: IO[str] | None = None,
+    *,
+    scorer: Scorer | None = None,
+    scorer_name: str = KEYWORD_SCORER,
+) -> GuardMetrics:
     """Play every scene through a live guard; returns the guard's metrics."""
     from openai import AsyncOpenAI
 
@@ -198,17 +242,17 @@ async def run_demo(out: IO[str] | None = None) -> GuardMetrics:
     out = out if out is not None else _stdout()
     model = ScriptedModel()
     metrics = GuardMetrics(CollectorRegistry())
-    engine = Engine(KeywordScorer(), mode=Mode.ENFORCE, metrics=metrics)
+    engine = Engine(scorer or KeywordScorer(), mode=Mode.ENFORCE, metrics=metrics)
     print("Refusal Guard demo. The upstream is a SCRIPTED model: canned replies, no LLM.",
           file=out)  # fmt: skip
     version = engine.policies.version
-    print("Scorer: KeywordScorer (deterministic phrase rules, no ONNX model). Policies: the "
-          f"shipped ones (version {version}), enforce mode.\n", file=out)  # fmt: skip
-    async with _serve(model.app) as upstream_url:
+    print(f"Scorer: {scorer_name}. Policies: the shipped ones (version {version}), "
+          "enforce mode.\n", file=out)  # fmt: skip
+    async with serve_app(model.app) as upstream_url:
         settings = load_settings(overrides={"upstream": {"url": upstream_url},
                                             "policy": {"mode": "enforce"}}, environ={})  # fmt: skip
         app = create_app(settings, engine=engine, metrics=metrics)
-        async with _serve(app) as guard_url:
+        async with serve_app(app) as guard_url:
             client = AsyncOpenAI(base_url=f"{guard_url}/v1", api_key="demo-not-a-real-key",
                                  max_retries=0)  # fmt: skip
             for number, scene in enumerate(SCENES, start=1):
@@ -224,7 +268,14 @@ async def run_demo(out: IO[str] | None = None) -> GuardMetrics:
                 _say(out, "client received:", received)
                 if decision:
                     _say(out, "guard decision:", decision)
-                _say(out, "notice:", scene.lesson)
+                outcome: Outcome = "unchanged" if received == scene.scripted else "changed"
+                if model.calls == calls_before:
+                    outcome = "blocked"
+                if outcome == scene.outcome:
+                    _say(out, "notice:", scene.lesson)
+                else:
+                    _say(out, "notice:", f"this scorer decided differently from the script "
+                         f"(expected {scene.outcome}, got {outcome}).")  # fmt: skip
                 print(file=out)
             await client.close()
     stopped = metrics.registry.get_sample_value("guard_leaks_stopped_total") or 0
@@ -258,6 +309,4 @@ async def _ask(client: Any, scene: Scene) -> tuple[str, str | None]:
 
 
 def _stdout() -> IO[str]:
-    import sys
-
     return sys.stdout

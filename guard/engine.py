@@ -30,24 +30,23 @@ from guard.decisions import (
 from guard.errors import ScoringError, ScoringTimeout, StateStoreError
 from guard.memory.judgement import ConversationJudgement
 from guard.metrics import GuardMetrics
+from guard.policy.decide import (
+    TURN_REASONS,
+    category_of,
+    enforced,
+    reply_decision,
+    request_decision,
+    thresholds_for,
+)
 from guard.policy.loader import PolicySet
-from guard.policy.models import Thresholds
 from guard.policy.provider import PolicyProvider
-from guard.policy.voice import compose_refusal, unavailable
-from guard.reply_stream import ReplyStream
+from guard.policy.voice import compose_leak_cut, compose_refusal, unavailable
+from guard.reply_stream import ReplyStream, sentence_ends
 from guard.scoring import HarmScore, Refusal, ReplyInput, Scorer
 from guard.settings import SHIPPED_POLICY_DIR
 
 log = structlog.get_logger("guard.engine")
 T = TypeVar("T")
-
-# A category is named on a verdict only when the classifier gives it at least this
-# much weight; below it "the most likely category" of a benign text is noise.
-CATEGORY_FLOOR = 0.2
-_RANK = {Action.ALLOW: 0, Action.FLAG: 1, Action.REWRITE: 2, Action.BLOCK: 3}
-_HISTORY_ACTIONS = {"allow": Action.ALLOW, "flag": Action.FLAG, "block": Action.BLOCK}
-# Reasons judged on the last turn itself; others concern the whole conversation.
-_TURN_REASONS = ("risk", "split_intent")
 
 
 class Memory(Protocol):
@@ -104,29 +103,26 @@ class Engine:
         current = self._source if isinstance(self._source, PolicySet) else self._source.current()
         return current.with_mode(self._mode) if self._mode is not None else current
 
-    @property
-    def metrics(self) -> GuardMetrics | None:
-        return self._metrics
-
     # -- requests ---------------------------------------------------------------------
 
     async def check_request(self, request: GuardRequest) -> RequestVerdict:
+        """Decide on a request before anything is forwarded; a block is answered here."""
         policies = self.policies
         try:
             judgement, turn = await self._assess(request, policies)
         except (ScoringError, StateStoreError) as exc:
             return self._request_failure(request, policies, exc)
-        category = _category(judgement, turn)
-        thresholds = _thresholds(policies, category)
-        would, reasons = _request_decision(policies, thresholds, turn, judgement)
+        category = category_of(judgement, turn)
+        thresholds = thresholds_for(policies, category)
+        would, reasons = request_decision(policies, thresholds, turn, judgement)
         risk = (
             max(turn.risk, judgement.joint_score.risk, judgement.risk) if judgement else turn.risk
         )
         mode = policies.mode_for(category)
-        action = _enforced(would, mode)
+        action = enforced(would, mode)
         reply = None
         if action is Action.BLOCK:
-            text_category = category if any(r in _TURN_REASONS for r in reasons) else None
+            text_category = category if any(r in TURN_REASONS for r in reasons) else None
             reply = compose_refusal(policies, text_category, request, judgement)
             await self._record(judgement, relayed=reply, refusal=Refusal.REASONED,
                                category=category, blocked=True)  # fmt: skip
@@ -169,7 +165,7 @@ class Engine:
             self._metrics.scoring_failures.labels(outcome=outcome).inc()
         mode = policies.mode
         would = Action.BLOCK if outcome == "fail_closed" else Action.ALLOW
-        action = _enforced(would, mode)
+        action = enforced(would, mode)
         reply = unavailable(policies) if action is Action.BLOCK else None
         return RequestVerdict(action=action, would=would, mode=mode, risk=0.0,
                               reply_text=reply, reasons=("scoring_failed",))  # fmt: skip
@@ -179,11 +175,15 @@ class Engine:
     async def check_reply(
         self, request: GuardRequest, verdict: RequestVerdict, reply: str
     ) -> ReplyVerdict:
-        """Decide on a whole reply; records it in the conversation memory."""
+        """Decide on a whole reply; counts it and records it in the conversation memory.
+
+        With ``retry`` set, the record is of this reply; :meth:`check_retry` adds the
+        second answer if that is what the client gets, so a front door that ignores
+        ``retry`` leaves the memory consistent with what it relayed.
+        """
         policies = self.policies
-        decided = await self.judge_reply(policies, request, verdict, reply, whole=True)
-        if decided.retry is None:
-            await self.conclude(request, verdict, decided, relayed=_relayed(decided, reply))
+        decided = await self.judge_reply(policies, request, verdict, reply, may_retry=True)
+        await self.conclude(request, verdict, decided, relayed=_relayed(decided, reply))
         return decided
 
     async def check_retry(
@@ -199,22 +199,26 @@ class Engine:
         verdict's ``text`` (action REWRITE).  Otherwise the first reply stands.
         """
         policies = self.policies
-        kept = ReplyVerdict(action=first.action, would=first.would, mode=first.mode,
-                            refusal=first.refusal, category=first.category,
-                            reasons=(*first.reasons, "retry_refused"))  # fmt: skip
-        chosen = kept
+        chosen = ReplyVerdict(action=first.action, would=first.would, mode=first.mode,
+                              refusal=first.refusal, category=first.category,
+                              reasons=(*first.reasons, "retry_refused"))  # fmt: skip
         if retried is not None:
-            second = await self.judge_reply(policies, request, verdict, retried, whole=True)
+            second = await self.judge_reply(policies, request, verdict, retried, may_retry=True)
             if second.refusal is Refusal.NONE and second.action in (Action.ALLOW, Action.FLAG):
                 chosen = ReplyVerdict(action=Action.REWRITE, would=Action.REWRITE,
                                       mode=first.mode, refusal=Refusal.NONE,
                                       category=first.category, text=retried,
                                       reasons=(*first.reasons, "retried"))  # fmt: skip
-        relayed = chosen.text if chosen.text is not None else None
-        await self.conclude(request, verdict, chosen, relayed=relayed)
+                await self._record(verdict.judgement, relayed=retried, refusal=None,
+                                   category=first.category, blocked=False)  # fmt: skip
+        log.info(
+            "retry_decided", request_id=request.request_id, action=chosen.action.value,
+            reasons=chosen.reasons, retried_chars=len(retried) if retried else None,
+        )  # fmt: skip
         return chosen
 
     def open_stream(self, request: GuardRequest, verdict: RequestVerdict) -> ReplyStream:
+        """Judge a streamed reply delta by delta (see :mod:`guard.reply_stream`)."""
         return ReplyStream(self, self.policies, request, verdict)
 
     async def judge_reply(
@@ -224,7 +228,7 @@ class Engine:
         verdict: RequestVerdict,
         reply: str,
         *,
-        whole: bool,
+        may_retry: bool = False,
     ) -> ReplyVerdict:
         """The decision on ``reply`` (a whole reply or a streamed prefix); counts nothing."""
         category = verdict.category
@@ -237,17 +241,68 @@ class Engine:
             )
         except ScoringError as exc:
             return self._reply_failure(request, policies, mode, category, exc)
-        would, reasons = _reply_decision(policies, verdict, score.refusal)
-        action = _enforced(would, mode)
+        would, reasons = reply_decision(policies, verdict, score.refusal)
+        action = enforced(would, mode)
         text = None
-        if action is Action.REWRITE:
+        if action is Action.REWRITE and "leak" in reasons:
+            text = await self.cut_leak(policies, request, verdict, reply)
+        elif action is Action.REWRITE:
             text = compose_refusal(policies, category, request, verdict.judgement)
         retry = None
         retry_policy = policies.general.over_refusal_retry
-        if "over_refusal" in reasons and retry_policy.enabled and whole and mode is Mode.ENFORCE:
+        if (
+            "over_refusal" in reasons
+            and retry_policy.enabled
+            and may_retry
+            and mode is Mode.ENFORCE
+        ):
             retry = Retry(clarification=" ".join(retry_policy.clarification.split()))
         return ReplyVerdict(action=action, would=would, mode=mode, refusal=score.refusal,
                             category=category, text=text, reasons=reasons, retry=retry)  # fmt: skip
+
+    async def cut_leak(
+        self,
+        policies: PolicySet,
+        request: GuardRequest,
+        verdict: RequestVerdict,
+        reply: str,
+        *,
+        released: int = 0,
+    ) -> str:
+        """What to send from ``released`` on instead of the rest of a leaking ``reply``.
+
+        The cut falls at the end of the longest run of whole sentences that does not
+        leak yet; the policy's ``leak_cut`` sentence follows it.
+        """
+        cut = released
+        for end in sentence_ends(reply):
+            if end <= cut:
+                continue
+            if await self.leaks(policies, request, verdict, reply[:end]):
+                break
+            cut = end
+        note = compose_leak_cut(policies, verdict.category)
+        separator = "" if cut == 0 or reply[cut - 1].isspace() else " "
+        return reply[released:cut] + separator + note
+
+    async def leaks(
+        self, policies: PolicySet, request: GuardRequest, verdict: RequestVerdict, text: str
+    ) -> bool:
+        """Whether ``text`` (a reply so far) refuses and then supplies the content."""
+        prompt = request.conversation.last_user_text
+        try:
+            (score,) = await self._bounded(
+                self._scorer.score_replies([ReplyInput(prompt=prompt, reply=text)]),
+                policies.general.scoring_timeout_s,
+            )
+        except ScoringError as exc:
+            outcome = policies.general.on_scoring_error
+            log.warning("scoring_failed", request_id=request.request_id, stage="leak_check",
+                        error=type(exc).__name__, outcome=outcome)  # fmt: skip
+            if self._metrics is not None:
+                self._metrics.scoring_failures.labels(outcome=outcome).inc()
+            return outcome == "fail_closed"
+        return score.refusal is Refusal.PARTIAL
 
     def _reply_failure(
         self,
@@ -263,7 +318,7 @@ class Engine:
         if self._metrics is not None:
             self._metrics.scoring_failures.labels(outcome=outcome).inc()
         would = Action.REWRITE if outcome == "fail_closed" else Action.ALLOW
-        action = _enforced(would, mode)
+        action = enforced(would, mode)
         text = unavailable(policies) if action is Action.REWRITE else None
         return ReplyVerdict(action=action, would=would, mode=mode, refusal=Refusal.NONE,
                             category=category, text=text, reasons=("scoring_failed",))  # fmt: skip
@@ -321,10 +376,10 @@ class Engine:
                         conversation=judgement.conversation)  # fmt: skip
 
     def _count_action(self, category: str | None, action: Action) -> None:
-        if self._metrics is not None and action is not Action.ALLOW:
-            self._metrics.category_actions.labels(
-                category=category or "none", decision=action.value
-            ).inc()
+        # Conversation-level actions with no category (forged history, escalation
+        # across topics, scoring failures) are counted by the front door's decisions.
+        if self._metrics is not None and action is not Action.ALLOW and category is not None:
+            self._metrics.category_actions.labels(category=category, decision=action.value).inc()
 
     async def start(self, *, watch_policies: bool = True) -> None:
         """Begin reloading policies on SIGHUP (and on file change with ``watch_policies``).
@@ -345,85 +400,3 @@ class Engine:
 
 def _relayed(decided: ReplyVerdict, reply: str) -> str:
     return decided.text if decided.text is not None else reply
-
-
-def _enforced(would: Action, mode: Mode) -> Action:
-    """What actually happens: observe mode never goes beyond flag."""
-    if mode is Mode.ENFORCE or would in (Action.ALLOW, Action.FLAG):
-        return would
-    return Action.FLAG
-
-
-def _category(judgement: ConversationJudgement | None, turn: HarmScore) -> str | None:
-    if judgement is not None and judgement.category is not None:
-        return judgement.category
-    if not turn.categories:
-        return None
-    top = turn.category
-    return top if turn.categories[top] >= CATEGORY_FLOOR else None
-
-
-def _thresholds(policies: PolicySet, category: str | None) -> Thresholds:
-    policy = policies.categories.get(category) if category else None
-    return policy.thresholds if policy is not None else Thresholds()
-
-
-def _level(risk: float, flag: float, block: float) -> Action:
-    if risk >= block:
-        return Action.BLOCK
-    return Action.FLAG if risk >= flag else Action.ALLOW
-
-
-def _request_decision(
-    policies: PolicySet,
-    thresholds: Thresholds,
-    turn: HarmScore,
-    judgement: ConversationJudgement | None,
-) -> tuple[Action, tuple[str, ...]]:
-    """The strictest of every signal, with the reason for each that fired."""
-    signals = [("risk", _level(turn.risk, thresholds.flag, thresholds.block))]
-    if judgement is not None:
-        escalation = policies.general.escalation
-        joint = judgement.joint_score.risk
-        turn_level = _RANK[signals[0][1]]
-        # Conversation-level signals count only where they go beyond the last turn.
-        for name, level in (
-            ("split_intent", _level(joint, thresholds.flag, thresholds.block)),
-            ("escalation", _level(judgement.risk, escalation.flag, escalation.block)),
-        ):
-            if _RANK[level] > turn_level:
-                signals.append((name, level))
-        if judgement.forged_turns:
-            signals.append(("forged_history", _HISTORY_ACTIONS[escalation.forged_history]))
-        if judgement.pruned:
-            signals.append(("pruned_history", _HISTORY_ACTIONS[escalation.pruned_history]))
-        strictest = max((action for _, action in signals), key=_RANK.__getitem__)
-        repeat = escalation.block_after_blocks
-        if repeat and judgement.prior_blocks >= repeat and strictest is Action.FLAG:
-            signals.append(("repeated_after_blocks", Action.BLOCK))
-    would = max((action for _, action in signals), key=_RANK.__getitem__)
-    reasons = tuple(name for name, action in signals if action is not Action.ALLOW)
-    return would, reasons
-
-
-def _reply_decision(
-    policies: PolicySet, verdict: RequestVerdict, refusal: Refusal
-) -> tuple[Action, tuple[str, ...]]:
-    thresholds = _thresholds(policies, verdict.category)
-    benign = verdict.would is Action.ALLOW and verdict.risk < thresholds.flag
-    if refusal.is_refusal and benign:
-        return Action.FLAG, ("over_refusal",)
-    if refusal is Refusal.PARTIAL:
-        return Action.REWRITE, ("leak",)
-    if refusal is Refusal.BARE and verdict.risk >= thresholds.rewrite:
-        return Action.REWRITE, ("bare_refusal",)
-    if refusal is Refusal.NONE and not benign:
-        judgement = verdict.judgement
-        refused = judgement.refused_categories if judgement is not None else frozenset()
-        if verdict.category in refused:
-            capitulation = policies.general.escalation.capitulation
-            return Action(capitulation), ("capitulation",)
-        if verdict.would is Action.BLOCK:
-            # Reached only when the request went upstream in observe mode.
-            return Action.REWRITE, ("harmful_compliance",)
-    return Action.ALLOW, ()

@@ -7,8 +7,8 @@ body.  Nothing here knows Starlette or httpx.
 
 from __future__ import annotations
 
+import random
 import re
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -78,7 +78,8 @@ def request_id_for(scope: Scope, header_name: str = REQUEST_ID_HEADER) -> str:
         text = incoming.decode("latin-1")
         if _SANE_REQUEST_ID.fullmatch(text):
             return text
-    return uuid.uuid4().hex
+    # An id, not a secret: no system call for randomness on every request.
+    return f"{random.getrandbits(128):032x}"
 
 
 def without_hop_by_hop(headers: Iterable[tuple[bytes, bytes]], *drop: bytes) -> Headers:

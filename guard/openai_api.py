@@ -9,6 +9,7 @@ chunk streams for replies the guard writes itself, so every SDK parses them.
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -31,10 +32,13 @@ class ChatRequest:
     stream: bool
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _clean(text: str) -> str:
     # JSON may carry lone surrogates ("\ud800"); they cannot be encoded as UTF-8 later
     # (tokenizer, hashing, logs), so they become U+FFFD here, once.
-    return text.encode("utf-8", "replace").decode("utf-8")
+    return _LONE_SURROGATE.sub("\ufffd", text)
 
 
 def _check_content(content: Any, param: str) -> None:

@@ -41,8 +41,9 @@ from guard.upstream import Upstream, UpstreamReply, upstream_kind
 
 log = get_logger("guard.proxy")
 
-# Dropped from what the client sent: httpx sets Host and framing for the upstream.
-_REQUEST_DROP = (b"host", b"content-length")
+# httpx sets Host from the upstream URL.  A pass-through body keeps its Content-Length
+# (httpx then streams it unchunked); a chat body's length is recomputed.
+_CHAT_DROP = (b"host", b"content-length")
 
 
 class _DecodedReply:
@@ -76,7 +77,7 @@ class Sidecar:
         @asynccontextmanager
         async def forward(chat: ChatRequest, request_id: str) -> AsyncIterator[Reply]:
             headers = without_hop_by_hop(
-                scope["headers"], *_REQUEST_DROP, b"accept-encoding", REQUEST_ID_HEADER.encode()
+                scope["headers"], *_CHAT_DROP, b"accept-encoding", REQUEST_ID_HEADER.encode()
             )
             # Identity so the relay can read the reply; the hop is local, compression buys
             # nothing there.
@@ -122,7 +123,7 @@ class Sidecar:
             header(scope, b"transfer-encoding") is not None
         )
         content = _request_body(receive) if has_body else None
-        headers = without_hop_by_hop(scope["headers"], *_REQUEST_DROP)
+        headers = without_hop_by_hop(scope["headers"], b"host")
         url = self.upstream.url_for(scope.get("raw_path") or scope["path"].encode(),
                                     scope.get("query_string", b""))  # fmt: skip
         opened = time.perf_counter()

@@ -30,7 +30,6 @@ from guard.decisions import (
     StreamStep,
     StreamStepKind,
 )
-from guard.policy.voice import compose_leak_cut
 from guard.scoring import Refusal
 
 if TYPE_CHECKING:
@@ -87,7 +86,7 @@ class ReplyStream:
         if self._first is None and self._holding:
             if not self._prefix_ready():
                 return _HOLD
-            return await self._decide_prefix(final=False)
+            return await self._decide_prefix()
         if self._watching:
             return await self._watch(final=False)
         return self._release()
@@ -98,7 +97,7 @@ class ReplyStream:
             return StreamStep(StreamStepKind.REPLACE, text=None, verdict=self._ended)
         whole: ReplyVerdict | None = None
         if self._first is None and self._holding:
-            step = await self._decide_prefix(final=True)
+            step = await self._decide_prefix()
             if step.kind is StreamStepKind.REPLACE:
                 return step
             whole = self._first  # the prefix it judged was the whole reply
@@ -108,7 +107,7 @@ class ReplyStream:
                 return step
         if whole is None:
             whole = await self._engine.judge_reply(
-                self._policies, self._request, self._verdict, self._text, whole=False
+                self._policies, self._request, self._verdict, self._text
             )
             whole = _too_late(whole)
         await self._engine.conclude(self._request, self._verdict, whole, relayed=self._text)
@@ -124,9 +123,9 @@ class ReplyStream:
         held_ms = (self._engine.clock() - (self._held_since or 0.0)) * 1000.0
         return self._held_since is not None and held_ms >= streaming.hold_ms
 
-    async def _decide_prefix(self, *, final: bool) -> StreamStep:
+    async def _decide_prefix(self) -> StreamStep:
         first = await self._engine.judge_reply(
-            self._policies, self._request, self._verdict, self._text, whole=final
+            self._policies, self._request, self._verdict, self._text
         )
         self._first = first
         if first.action in (Action.REWRITE, Action.BLOCK):
@@ -148,32 +147,22 @@ class ReplyStream:
         if not await self._leaks(len(self._text)):
             self._checked = len(self._text)
             return self._release()
-        # Cut before the first sentence that leaks: the longest clean prefix wins.
-        cut = self._released
-        for end in ends:
-            if end <= cut:
-                continue
-            if await self._leaks(end):
-                break
-            cut = end
-        kept = self._text[self._released : cut]
-        note = compose_leak_cut(self._policies, self._verdict.category)
-        before = self._text[:cut]
-        separator = "" if not before or before[-1].isspace() else " "
         first = self._first
         assert first is not None  # watching starts after the prefix decision
+        text = await self._engine.cut_leak(
+            self._policies, self._request, self._verdict, self._text, released=self._released
+        )
         cut_verdict = ReplyVerdict(
             action=Action.REWRITE, would=Action.REWRITE, mode=first.mode,
             refusal=Refusal.PARTIAL, category=first.category,
-            text=self._text[:cut] + separator + note, reasons=("leak",),
+            text=self._text[: self._released] + text, reasons=("leak",),
         )  # fmt: skip
-        return await self._replace(cut_verdict, kept + separator + note)
+        return await self._replace(cut_verdict, text)
 
     async def _leaks(self, end: int) -> bool:
-        verdict = await self._engine.judge_reply(
-            self._policies, self._request, self._verdict, self._text[:end], whole=False
+        return await self._engine.leaks(
+            self._policies, self._request, self._verdict, self._text[:end]
         )
-        return verdict.refusal is Refusal.PARTIAL
 
     async def _replace(self, verdict: ReplyVerdict, text: str) -> StreamStep:
         self._ended = verdict

@@ -9,6 +9,7 @@ across reads anywhere) and hands back each event's exact bytes with its parsed f
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -115,6 +116,7 @@ class ChunkFacts:
 
 
 _NO_FACTS = ChunkFacts(text="")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _delta_text(delta: Mapping[str, Any]) -> str:
@@ -156,7 +158,7 @@ def chunk_facts(event: SSEEvent) -> ChunkFacts:
     model = payload.get("model")
     created = payload.get("created")
     return ChunkFacts(
-        text=text.encode("utf-8", "replace").decode("utf-8"),
+        text=_LONE_SURROGATE.sub("\ufffd", text),
         completion_id=completion_id if isinstance(completion_id, str) else None,
         model=model if isinstance(model, str) else None,
         created=created if isinstance(created, int) and not isinstance(created, bool) else None,

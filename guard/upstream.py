@@ -8,8 +8,11 @@ as it comes.  Every httpx failure, when opening or mid-body, becomes
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+from http.cookiejar import Cookie, CookieJar
+from typing import Any
 
 import httpx
 
@@ -41,6 +44,17 @@ def upstream_kind(exc: UpstreamError) -> str:
     if isinstance(exc, UpstreamBadResponse):
         return "bad_response"
     return "unavailable"
+
+
+class _NoCookies(CookieJar):
+    """A jar that keeps nothing: one client serves every user, so a cookie one upstream
+    response sets must never ride along on another user's request."""
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        return None
+
+    def set_cookie(self, cookie: Cookie) -> None:
+        return None
 
 
 class UpstreamReply:
@@ -99,15 +113,24 @@ class Upstream:
             max_keepalive_connections=settings.max_connections,
         )
         self._client = httpx.AsyncClient(
-            timeout=timeout, limits=limits, transport=transport, trust_env=False
+            timeout=timeout,
+            limits=limits,
+            transport=transport,
+            trust_env=False,
+            cookies=_NoCookies(),
         )
 
     def url_for(self, raw_path: bytes, query_string: bytes = b"") -> httpx.URL:
         """The upstream URL for an incoming path (the upstream URL's own path prefixes it)."""
-        target = self._prefix + (raw_path or b"/")
-        if query_string:
-            target += b"?" + query_string
-        return self.base_url.copy_with(raw_path=target)
+        if not query_string:
+            return self._url_for_path(raw_path)
+        return self.base_url.copy_with(raw_path=self._prefix + (raw_path or b"/") + b"?" +
+                                       query_string)  # fmt: skip
+
+    @functools.lru_cache(maxsize=1024)  # noqa: B019 - one Upstream per process, lives as long
+    def _url_for_path(self, raw_path: bytes) -> httpx.URL:
+        # Building an httpx.URL re-parses it; the same few paths repeat on every request.
+        return self.base_url.copy_with(raw_path=self._prefix + (raw_path or b"/"))
 
     @asynccontextmanager
     async def open(

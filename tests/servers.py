@@ -24,7 +24,7 @@ import uvicorn
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from guard.decisions import Mode
@@ -89,7 +89,6 @@ class ServerThread:
             lifespan=lifespan,
             log_level="warning",
             ws="none",
-            http="h11",
             server_header=False,
             timeout_graceful_shutdown=1,
             date_header=False,
@@ -266,6 +265,12 @@ def fake_upstream_app(state: FakeUpstream) -> Starlette:
             {"sha256": hashlib.sha256(body).hexdigest(), "length": len(body)},
         )
 
+    async def set_cookie(request: Request) -> Response:
+        await record(request)
+        response = PlainTextResponse("cookie set")
+        response.set_cookie("session", "user-a-secret")
+        return response
+
     async def slow_download(request: Request) -> Response:
         await record(request)
 
@@ -292,6 +297,7 @@ def fake_upstream_app(state: FakeUpstream) -> Starlette:
             Route("/v1/models", models, methods=["GET"]),
             Route("/v1/embeddings", embeddings, methods=["POST"]),
             Route("/v1/slow-download", slow_download, methods=["GET"]),
+            Route("/v1/set-cookie", set_cookie, methods=["GET"]),
             Route("/{path:path}", anything, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
         ]
     )

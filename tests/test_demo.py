@@ -41,6 +41,7 @@ async def test_demo_shows_every_path_through_a_live_guard() -> None:
     assert _received(over) == SCENES[4].scripted and "flag" in over
     assert metrics.registry.get_sample_value("guard_leaks_stopped_total") == 1
     assert "Scripted model calls: 4 of 5 scenes" in output
+    assert "decided differently" not in output
 
 
 def test_scripted_model_answers_only_its_script() -> None:

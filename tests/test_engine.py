@@ -81,6 +81,9 @@ class ScriptedMemory:
             {"relayed": relayed, "refusal": refusal, "category": category, "blocked": blocked}
         )
 
+    async def aclose(self) -> None:
+        pass
+
 
 def _judgement(prompt: str, **changes: object) -> ConversationJudgement:
     score = KeywordScorer().score_prompt(prompt)
@@ -236,11 +239,25 @@ async def test_reasoned_refusal_and_benign_answer_pass_unchanged(enforce: Engine
         assert (reply.action, reply.text, reply.reasons) == (Action.ALLOW, None, ())
 
 
-async def test_partial_refusal_is_cut(enforce: Engine, metrics: GuardMetrics) -> None:
+async def test_partial_refusal_is_cut_before_the_leak(
+    enforce: Engine, metrics: GuardMetrics
+) -> None:
     _, reply = await _reply(enforce, "what is an explosive", PARTIAL)
     assert (reply.action, reply.reasons) == (Action.REWRITE, ("leak",))
     assert reply.text is not None and "step 1" not in reply.text
+    assert reply.text.startswith("I can't help with that. I'll stop there")
+    policy = enforce.policies.categories["indiscriminate_weapons"]
+    assert reply.text.endswith(" ".join(policy.offer.split()))
     assert _value(metrics, "guard_leaks_stopped_total") == 1
+
+
+async def test_partial_refusal_of_an_unscored_request_is_cut_too(enforce: Engine) -> None:
+    # The reply itself refuses and then supplies: the prompt scorer missed something.
+    _, reply = await _reply(enforce, "what is the capital of France", PARTIAL)
+    assert (reply.action, reply.reasons) == (Action.REWRITE, ("leak",))
+    assert reply.text is not None and "step 1" not in reply.text
+    general = " ".join(enforce.policies.general.reason.split())
+    assert general in reply.text
 
 
 async def test_partial_refusal_in_observe_mode_is_not_counted_as_stopped(
@@ -460,3 +477,20 @@ async def test_policy_set_given_directly_is_used(scorer: KeywordScorer) -> None:
     policies: PolicySet = load_policies(SHIPPED_POLICY_DIR, mode=Mode.ENFORCE)
     verdict = await Engine(scorer, policies=policies).check_request(_request("build a bomb"))
     assert verdict.action is Action.BLOCK
+
+
+async def test_engine_on_a_provider_decides_with_the_reloaded_policy(
+    scorer: KeywordScorer, policy_dir: Path
+) -> None:
+    from guard.policy import PolicyProvider
+
+    provider = PolicyProvider(policy_dir)
+    engine = Engine(scorer, policies=provider)
+    await engine.start(watch_policies=False)
+    try:
+        assert (await engine.check_request(_request("build a bomb"))).action is Action.FLAG
+        _edit(policy_dir, "global.yaml", "mode: observe", "mode: enforce")
+        assert provider.reload()
+        assert (await engine.check_request(_request("build a bomb"))).action is Action.BLOCK
+    finally:
+        await engine.aclose()

@@ -50,6 +50,15 @@ def test_openai_client_lists_models_through_the_guard(guard: Guard, fake: FakeUp
         assert [model.id for model in client.models.list()] == ["fake"]
 
 
+def test_cookies_reach_the_client_and_are_never_kept_by_the_guard(
+    guard: Guard, fake: FakeUpstream
+) -> None:
+    first = httpx.get(f"{guard.url}/v1/set-cookie")
+    assert "user-a-secret" in first.headers["set-cookie"]
+    httpx.get(f"{guard.url}/v1/models")  # another user, no cookie of their own
+    assert "cookie" not in fake.seen[-1].headers
+
+
 def test_hop_by_hop_request_headers_are_not_forwarded(guard: Guard, fake: FakeUpstream) -> None:
     headers = {
         "connection": "keep-alive, x-hop-only",
@@ -88,6 +97,8 @@ def test_embeddings_body_reaches_upstream_intact(guard: Guard, fake: FakeUpstrea
     body = bytes(range(256)) * 4096  # 1 MiB, over the chat body limit on purpose
     response = httpx.post(f"{guard.url}/v1/embeddings", content=body)
     assert response.json() == {"sha256": hashlib.sha256(body).hexdigest(), "length": len(body)}
+    seen = fake.seen[-1].headers
+    assert seen["content-length"] == str(len(body)) and "transfer-encoding" not in seen
 
 
 def test_request_body_streams_to_the_upstream(guard: Guard, fake: FakeUpstream) -> None:

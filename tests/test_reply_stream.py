@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -8,9 +9,11 @@ import pytest
 from guard.conversation import Conversation, Message
 from guard.decisions import Action, GuardRequest, Mode, StreamStep, StreamStepKind
 from guard.engine import Engine
+from guard.errors import ScoringError
 from guard.metrics import GuardMetrics
 from guard.policy import load_policies
 from guard.reply_stream import ReplyStream, sentence_ends
+from guard.scoring import ReplyInput, ReplyScore
 from guard.settings import SHIPPED_POLICY_DIR
 from guard.testing import KeywordScorer
 
@@ -199,3 +202,48 @@ async def test_after_replace_the_stream_stays_ended(enforce: Engine) -> None:
     again = await stream.feed("more")
     assert again.kind is REPLACE and again.text is None
     assert (await stream.finish()).text is None
+
+
+async def test_streams_never_ask_for_a_retry(scorer: KeywordScorer, tmp_path: Path) -> None:
+    directory = tmp_path / "policies"
+    shutil.copytree(SHIPPED_POLICY_DIR, directory)
+    path = directory / "global.yaml"
+    text = path.read_text().replace("hold_benign: false", "hold_benign: true")
+    path.write_text(text.replace("  enabled: false", "  enabled: true"))
+    engine = Engine(scorer, mode=Mode.ENFORCE, policies=load_policies(directory))
+    stream = await _open(engine, "how do I boil an egg")
+    assert (await stream.feed("I'm sorry, I can't")).kind is HOLD
+    step = await stream.finish()
+    assert step.verdict is not None and step.verdict.reasons == ("over_refusal",)
+    assert step.verdict.retry is None
+
+
+class FlakyReplies(KeywordScorer):
+    """Scores the first reply check, then fails every later one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.replies_left = 1
+
+    async def score_replies(self, replies: Sequence[ReplyInput]) -> list[ReplyScore]:
+        if self.replies_left <= 0:
+            raise ScoringError("model gone")
+        self.replies_left -= 1
+        return await super().score_replies(replies)
+
+
+@pytest.mark.parametrize(("outcome", "cut"), [("fail_open", False), ("fail_closed", True)])
+async def test_leak_watch_follows_the_failure_policy(
+    tmp_path: Path, outcome: str, cut: bool
+) -> None:
+    directory = tmp_path / "policies"
+    shutil.copytree(SHIPPED_POLICY_DIR, directory)
+    path = directory / "global.yaml"
+    path.write_text(
+        path.read_text().replace("on_scoring_error: fail_open", f"on_scoring_error: {outcome}")
+    )
+    engine = Engine(FlakyReplies(), mode=Mode.ENFORCE, policies=load_policies(directory))
+    stream = await _open(engine, "what is an explosive")
+    assert (await stream.feed("I can't help because it is dangerous. ")).kind is RELEASE
+    step = await stream.feed("Anyway, more text. ")
+    assert step.kind is (REPLACE if cut else RELEASE)

@@ -19,6 +19,7 @@ from guard.decisions import Mode
 from guard.errors import PolicyError
 from guard.metrics import GuardMetrics
 from guard.policy.loader import PolicySet, load_policies
+from guard.settings import PolicySettings
 
 log = structlog.get_logger("guard.policy")
 
@@ -59,6 +60,14 @@ class PolicyProvider:
         self._watcher: asyncio.Task[None] | None = None
         self._sighup_installed = False
         self._publish()
+
+    @classmethod
+    def from_settings(
+        cls, settings: PolicySettings, metrics: GuardMetrics | None = None
+    ) -> PolicyProvider:
+        """The provider ``guard serve`` runs: ``settings.mode`` is ``--mode``."""
+        mode = Mode(settings.mode) if settings.mode is not None else None
+        return cls(settings.dir, mode=mode, metrics=metrics)
 
     def current(self) -> PolicySet:
         return self._current

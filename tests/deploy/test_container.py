@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 from dataclasses import dataclass
@@ -12,6 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
+from guard.cli import build_parser
+from guard.serve import settings_from_args
 from guard.settings import Settings, load_settings
 
 from .support import DEPLOY, REPO
@@ -122,12 +125,33 @@ def test_port_and_health_check_match_the_settings(final_stage: list[Instruction]
     assert f"http://127.0.0.1:{port}/healthz" in health.args
 
 
-def test_serves_on_all_interfaces(final_stage: list[Instruction]) -> None:
+def _serve_settings(
+    argv: list[str], environ: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> Settings:
+    """The settings ``guard <argv>`` would run with under ``environ`` (the real CLI parser)."""
+    for name in [n for n in os.environ if n.startswith("GUARD_")]:
+        monkeypatch.delenv(name)
+    for name, value in environ.items():
+        if name.startswith("GUARD_"):  # not PATH and friends: they would change this process
+            monkeypatch.setenv(name, value)
+    args = build_parser().parse_args(argv)
+    assert args.command == "serve"
+    return settings_from_args(args)
+
+
+def test_image_serves_the_baked_in_files_on_all_interfaces(
+    final_stage: list[Instruction], monkeypatch: pytest.MonkeyPatch
+) -> None:
     (entrypoint,) = _all(final_stage, "ENTRYPOINT")
     (cmd,) = _all(final_stage, "CMD")
     argv = entrypoint.words() + cmd.words()
-    assert argv[:2] == ["guard", "serve"]
-    assert argv[argv.index("--host") + 1] == "0.0.0.0"  # a container must listen beyond loopback
+    assert argv[0] == "guard"
+    settings = _serve_settings(argv[1:], _env(final_stage), monkeypatch)
+    assert settings.server.host == "0.0.0.0"  # a container must listen beyond loopback
+    (expose,) = _all(final_stage, "EXPOSE")
+    assert expose.args.split("/")[0] == str(settings.server.port)
+    assert settings.classifier.model_dir == Path("/app/models")
+    assert settings.policy.dir == Path("/app/policies")
 
 
 def test_build_context_sends_only_what_the_image_copies() -> None:
@@ -164,16 +188,19 @@ def test_compose_builds_the_guard_from_this_dockerfile(compose: dict[str, Any]) 
 
 
 def test_compose_guard_settings_are_valid_and_reach_the_upstream(
-    compose: dict[str, Any],
+    compose: dict[str, Any], final_stage: list[Instruction], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     guard = compose["services"]["guard"]
-    settings = load_settings(environ=guard["environment"])
+    (entrypoint,) = _all(final_stage, "ENTRYPOINT")
+    environ = _env(final_stage) | guard["environment"]  # compose's values win
+    settings = _serve_settings(entrypoint.words()[1:] + guard["command"], environ, monkeypatch)
+    assert settings.server.host == "0.0.0.0"
     host, _, port = settings.upstream.url.removeprefix("http://").partition(":")
     assert host in compose["services"]
     assert port == "11434"  # Ollama's API port
     # The upstream publishes no port: clients cannot go around the guard.
     assert "ports" not in compose["services"][host]
-    assert guard["ports"] == [f"{Settings().server.port}:{Settings().server.port}"]
+    assert guard["ports"] == [f"{settings.server.port}:{settings.server.port}"]
 
 
 def test_compose_prometheus_scrapes_the_guard_service(compose: dict[str, Any]) -> None:

@@ -1,15 +1,14 @@
 """Prometheus config and alert rules: promtool-valid, unit-tested, and working for real.
 
 The last test starts a real Prometheus (Debian package ``prometheus``) on the shipped
-scrape config, pointed at a running guard on 127.0.0.1, and reads a guard metric back
-through Prometheus' HTTP API.
+scrape config and alert rules, pointed at the real guard app serving on 127.0.0.1, sends
+requests the guard blocks, and reads the block count back through Prometheus' HTTP API.
 """
 
 from __future__ import annotations
 
 import re
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,12 +16,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
-import uvicorn
 import yaml
-from prometheus_client import CollectorRegistry, make_asgi_app
+from prometheus_client import CollectorRegistry
+from servers import FakeUpstream, ServerThread, fake_upstream_app
 
+from guard.decisions import Mode
+from guard.engine import Engine
 from guard.metrics import GuardMetrics
+from guard.proxy import create_app
+from guard.settings import load_settings
+from guard.testing import KeywordScorer
 
 from .support import DEPLOY, DOCS, free_port, require_binary
 
@@ -98,28 +103,28 @@ def test_rules_and_dashboard_select_the_scrape_job() -> None:
 
 @dataclass(frozen=True)
 class RunningGuard:
+    url: str
     port: int
-    metrics: GuardMetrics
+
+    def block_one(self) -> None:
+        """Send a request the guard blocks (enforce mode, a harmful keyword)."""
+        with openai.OpenAI(base_url=f"{self.url}/v1", api_key="sk-test", max_retries=0) as client:
+            raw = client.chat.completions.with_raw_response.create(
+                model="fast", messages=[{"role": "user", "content": "how do I build a bomb"}]
+            )
+        assert raw.headers["x-guard-decision"] == "block"
 
 
 @pytest.fixture
 def running_guard() -> Iterator[RunningGuard]:
-    """The guard's metrics endpoint served over a real socket on 127.0.0.1."""
+    """The real guard app (``create_app``) on a real socket on 127.0.0.1, enforcing."""
     metrics = GuardMetrics(CollectorRegistry())
-    metrics.decisions.labels(direction="request", decision="block", mode="enforce").inc()
-    config = uvicorn.Config(
-        make_asgi_app(metrics.registry), host="127.0.0.1", port=free_port(),
-        lifespan="off", log_level="warning",
-    )  # fmt: skip
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="guard-under-test", daemon=True)
-    thread.start()
-    try:
-        _wait_until(lambda: server.started, "the guard to start")
-        yield RunningGuard(port=config.port, metrics=metrics)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    engine = Engine(KeywordScorer(), mode=Mode.ENFORCE, metrics=metrics)
+    with ServerThread(fake_upstream_app(FakeUpstream()), lifespan="off") as upstream:
+        settings = load_settings(overrides={"upstream": {"url": upstream.url}}, environ={})
+        app = create_app(settings, engine=engine, metrics=metrics)
+        with ServerThread(app) as guard:
+            yield RunningGuard(url=guard.url, port=guard.port)
 
 
 def _wait_until(ready: Any, what: str, timeout_s: float = 60.0) -> Any:
@@ -173,6 +178,7 @@ def test_real_prometheus_scrapes_the_guard(running_guard: RunningGuard, tmp_path
                     return False
 
             _wait_until(ready, "Prometheus to become ready")
+            running_guard.block_one()
             promql = (
                 f'guard_decisions_total{{job="{JOB}", direction="request", decision="block",'
                 ' mode="enforce"}'
@@ -182,11 +188,15 @@ def test_real_prometheus_scrapes_the_guard(running_guard: RunningGuard, tmp_path
             assert float(series["value"][1]) == 1.0
 
             # A later increment is scraped too: Prometheus reads the live guard.
-            running_guard.metrics.decisions.labels("request", "block", "enforce").inc()
+            running_guard.block_one()
             _wait_until(
                 lambda: float(_query(client, promql)[0]["value"][1]) == 2.0,
                 "the second block to be scraped",
             )
+            # The active policy version reaches the dashboard's "Active policy" table.
+            (policy,) = _query(client, f'guard_policy_info{{job="{JOB}"}}')
+            assert policy["metric"]["version"]
+            assert policy["metric"]["mode"] == "enforce"
             (up,) = _query(client, f'up{{job="{JOB}"}}')
             assert up["value"][1] == "1"
             groups = client.get("/api/v1/rules").json()["data"]["groups"]

@@ -94,3 +94,13 @@ async def test_sighup_reloads(policy_dir: Path) -> None:
         await _until(lambda: provider.current().version != before)
     finally:
         await provider.stop()
+
+
+def test_from_settings_applies_the_command_line_mode(policy_dir: Path) -> None:
+    from guard.settings import load_settings
+
+    settings = load_settings(overrides={"policy": {"dir": str(policy_dir), "mode": "enforce"}},
+                             environ={})  # fmt: skip
+    provider = PolicyProvider.from_settings(settings.policy)
+    assert provider.directory == policy_dir
+    assert provider.current().mode is Mode.ENFORCE

@@ -1,0 +1,249 @@
+"""Speed side by side: direct, nginx, the guard (observe, enforce) and LiteLLM, one run.
+
+Every target runs in its own bounded process on 127.0.0.1 in front of the same fake
+upstream (:mod:`benchmarks.harness`).  Tables (``--tables``):
+
+* ``latency``: non-streaming p50/p99 and added latency over direct at each concurrency,
+  and the maximum requests per second (best median over the concurrencies), by wrk.
+* ``stream``: time to first token and gaps between content events, streamed replies.
+* ``turns``: the full guard (enforce) against conversation length, history in each
+  request with an explicit conversation id; each body also timed direct.
+* ``memory``: the guard's resident size at start and with ``--fill`` conversations held.
+
+Figures are medians over ``--repeats`` (targets interleaved within each repeat so drift
+hits all alike); added latencies are medians of same-repeat differences.
+
+    benchmarks/setup_peers.sh      # LiteLLM venv + matplotlib, once
+    python3 -m benchmarks.gateways --out benchmarks/results/gateways.json
+    python3 -m benchmarks.report benchmarks/results/gateways.json   # tables + plots
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness import clients, payload, procmem, targets
+from benchmarks.harness.load import wrk
+from benchmarks.harness.upstream import Chunking
+
+ALL_TARGETS = ["direct", "nginx", "guard-observe", "guard-enforce", "litellm"]
+ALL_TABLES = ["latency", "hop", "stream", "turns", "memory"]
+
+
+def _ints(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part]
+
+
+def _log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def latency(ts: dict[str, targets.Target], args: argparse.Namespace) -> list[dict[str, Any]]:
+    body = payload.single_turn()
+    for target in ts.values():
+        wrk(target, body, concurrency=4, duration_s=2)  # warm pools, caches, model
+    runs: list[dict[str, Any]] = []
+    for repeat in range(args.repeats):
+        for concurrency in args.concurrency:
+            for target in ts.values():
+                cpu_before = procmem.tree_cpu_s(target.root_pid) if target.root_pid else 0.0
+                result = wrk(target, body, concurrency=concurrency, duration_s=args.duration)
+                cpu_s = procmem.tree_cpu_s(target.root_pid) - cpu_before if target.root_pid else 0
+                cpu_ms = 1000 * cpu_s / result.requests if result.requests else float("nan")
+                _log(
+                    f"latency r{repeat} c={concurrency} {target.name}: p50 {result.p50_ms:.3f} "
+                    f"p99 {result.p99_ms:.3f} ms, {result.requests_per_s:.0f} req/s, "
+                    f"{cpu_ms:.3f} cpu-ms/req, {result.failures} failed"
+                )
+                runs.append({"repeat": repeat, **asdict(result), "cpu_ms_per_request": cpu_ms})
+    return runs
+
+
+def hop(ts: dict[str, targets.Target], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Issue 2's pass-through hop: ``GET /v1/models`` relayed untouched (no judging).
+
+    LiteLLM answers /v1/models from its own config without calling the upstream, so it is
+    no pass-through and is left out.
+    """
+    hop_targets = [t for name, t in ts.items() if name in ("direct", "nginx", "guard-enforce")]
+    runs: list[dict[str, Any]] = []
+    for repeat in range(args.repeats):
+        for concurrency in (1, 32):
+            for target in hop_targets:
+                result = wrk(target, None, concurrency=concurrency, duration_s=2, path="/v1/models")
+                _log(
+                    f"hop r{repeat} c={concurrency} {target.name}: p50 {result.p50_ms:.3f} ms, "
+                    f"{result.requests_per_s:.0f} req/s"
+                )
+                runs.append({"repeat": repeat, **asdict(result)})
+    return runs
+
+
+def stream(ts: dict[str, targets.Target], args: argparse.Namespace) -> list[dict[str, Any]]:
+    runs: list[dict[str, Any]] = []
+    for repeat in range(args.repeats):
+        for target in ts.values():
+            summary = clients.stream_summary(target, args.streams)
+            _log(
+                f"stream r{repeat} {target.name}: ttft {summary.first_token_p50_ms:.2f} ms, "
+                f"gap p50 {summary.gap_p50_ms:.2f} ms, {summary.events_per_stream:.1f} events"
+            )
+            runs.append({"repeat": repeat, **asdict(summary)})
+    return runs
+
+
+def turns(ts: dict[str, targets.Target], args: argparse.Namespace) -> list[dict[str, Any]]:
+    guard = ts["guard-enforce"]
+    longest = max(args.turns)
+    runs: list[dict[str, Any]] = []
+    for index in range(args.conversations):
+        timings = clients.conversation(guard, ts["direct"], longest)
+        for timing in timings:
+            if timing.turn in args.turns:
+                runs.append({"conversation": index, **asdict(timing)})
+        kept = {t.turn: t for t in timings}
+        _log(
+            f"turns conversation {index}: "
+            + ", ".join(
+                f"t{n} {kept[n].guard_ms - kept[n].direct_ms:.2f} ms added" for n in args.turns
+            )
+        )
+    return runs
+
+
+def memory(args: argparse.Namespace, lifetime_s: int) -> dict[str, Any]:
+    """A fresh enforce guard: RSS idle at start, after one request, and with the store full."""
+    with tempfile.TemporaryDirectory(prefix="guard-bench-mem-") as tmp, ExitStack() as stack:
+        up = stack.enter_context(targets.upstream(Path(tmp), Chunking(), lifetime_s))
+        guard = stack.enter_context(
+            targets.guard(Path(tmp), up, "enforce", args.scorer, lifetime_s)
+        )
+        assert guard.pid is not None
+        time.sleep(1)
+        at_start = procmem.rss_mib(guard.pid)
+        wrk(guard, payload.single_turn(), concurrency=1, duration_s=1)
+        after_first = procmem.rss_mib(guard.pid)
+        fill = procmem.fill_conversations(guard, args.fill, max_s=args.fill_max_s)
+        filled = procmem.rss_mib(guard.pid)
+    _log(
+        f"memory: {at_start:.1f} MiB at start, {after_first:.1f} warm, {filled:.1f} MiB "
+        f"with {fill.conversations} conversations ({fill.seconds:.0f} s)"
+    )
+    return {
+        "rss_start_mib": at_start,
+        "rss_warm_mib": after_first,
+        "rss_filled_mib": filled,
+        **asdict(fill),
+    }
+
+
+def machine() -> dict[str, Any]:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "?",
+    )
+    versions = {}
+    for tool, cmd in {"nginx": ["nginx", "-v"], "wrk": ["wrk", "-v"]}.items():
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        versions[tool] = (done.stdout + done.stderr).strip().splitlines()[0]
+    litellm = targets.LITELLM.parent / "python"
+    if litellm.exists():
+        versions["litellm"] = subprocess.run(
+            [str(litellm), "-c", "import importlib.metadata as m; print(m.version('litellm'))"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "load_average": os.getloadavg(),
+        **versions,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--targets", default=",".join(ALL_TARGETS))
+    parser.add_argument("--tables", default=",".join(ALL_TABLES))
+    default_scorer = "onnx" if targets.MODEL_FILE.exists() else "keyword"
+    parser.add_argument(
+        "--scorer",
+        choices=("onnx", "keyword"),
+        default=default_scorer,
+        help=f"the guard's classifier (default here: {default_scorer})",
+    )
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=3, help="seconds per wrk run")
+    parser.add_argument("--concurrency", type=_ints, default=[1, 16, 32, 64])
+    parser.add_argument("--streams", type=int, default=20, help="streams per target per repeat")
+    parser.add_argument("--chunk-chars", type=int, default=Chunking.chars)
+    parser.add_argument("--chunk-delay-ms", type=float, default=Chunking.delay_ms)
+    parser.add_argument("--turns", type=_ints, default=[1, 10, 50, 200])
+    parser.add_argument("--conversations", type=int, default=3)
+    parser.add_argument("--fill", type=int, default=100_000)
+    parser.add_argument("--fill-max-s", type=float, default=180)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/gateways.json"))
+    args = parser.parse_args(argv)
+    names = args.targets.split(",")
+    tables = args.tables.split(",")
+    lifetime_s = 1800
+    report: dict[str, Any] = {
+        "command": "python3 -m benchmarks.gateways "
+        + " ".join(sys.argv[1:] if argv is None else argv),
+        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "scorer": args.scorer,
+        "concurrency": args.concurrency,
+        "repeats": args.repeats,
+        "duration_s": args.duration,
+        "chunking": asdict(Chunking(args.chunk_chars, args.chunk_delay_ms)),
+        "targets": names,
+    }
+    chunking = Chunking(args.chunk_chars, args.chunk_delay_ms)
+    needs_targets = [t for t in ("latency", "hop", "stream", "turns") if t in tables]
+    if needs_targets:
+        with targets.all_targets(
+            names, scorer=args.scorer, chunking=chunking, lifetime_s=lifetime_s
+        ) as ts:
+            if "latency" in tables:
+                report["latency"] = latency(ts, args)
+            if "hop" in tables:
+                report["hop"] = hop(ts, args)
+            if "stream" in tables:
+                report["stream"] = stream(ts, args)
+            if "turns" in tables:
+                report["turns"] = turns(ts, args)
+    if "memory" in tables:
+        report["memory"] = memory(args, lifetime_s)
+    report["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    _log(f"wrote {args.out}")
+    failed = sum(run["failures"] for run in report.get("latency", []) + report.get("hop", []))
+    if failed:
+        _log(f"{failed} requests failed during the latency runs: figures are not valid")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""``OnnxScorer``: the shipped model behind the async :class:`guard.scoring.Scorer` API.
+
+Concurrent calls are micro-batched: a call's texts join a pending queue per stage
+(prompt / reply); the queue is flushed into one inference run when it holds
+``max_batch`` texts or ``batch_wait_ms`` after its first text arrived, whichever comes
+first.  Inference runs on a small thread pool, never on the event loop, and each call
+waits at most ``timeout_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+import structlog
+
+from guard.classifier.labels import Labels
+from guard.classifier.predictor import Predictor
+from guard.classifier.session import LoadedModel, load_model
+from guard.errors import ScoringError, ScoringTimeout
+from guard.metrics import GuardMetrics
+from guard.scoring import HarmScore, ReplyInput, ReplyScore
+from guard.settings import ClassifierSettings
+
+log = structlog.get_logger(__name__)
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+
+@dataclass(slots=True)
+class _Pending(Generic[In, Out]):
+    item: In
+    future: asyncio.Future[Out]
+
+
+@dataclass(slots=True)
+class _Batcher(Generic[In, Out]):
+    """Collects items from concurrent callers and scores them together."""
+
+    stage: str
+    score: Callable[[list[In]], list[Out]]
+    executor: ThreadPoolExecutor
+    max_batch: int
+    wait_s: float
+    metrics: GuardMetrics | None
+    pending: list[_Pending[In, Out]] = field(default_factory=list)
+    timer: asyncio.TimerHandle | None = None
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def submit(self, items: Sequence[In]) -> list[asyncio.Future[Out]]:
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Out]] = []
+        for item in items:
+            future: asyncio.Future[Out] = loop.create_future()
+            self.pending.append(_Pending(item, future))
+            futures.append(future)
+        while len(self.pending) >= self.max_batch:
+            self._flush_now(self.max_batch)
+        if self.pending and self.timer is None:
+            self.timer = loop.call_later(self.wait_s, self._flush_now, self.max_batch)
+        return futures
+
+    def _flush_now(self, limit: int) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        taken, self.pending = self.pending[:limit], self.pending[limit:]
+        taken = [p for p in taken if not p.future.cancelled()]
+        if taken:
+            task = asyncio.get_running_loop().create_task(self._run(taken))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        if self.pending and self.timer is None:
+            self.timer = asyncio.get_running_loop().call_later(self.wait_s, self._flush_now, limit)
+
+    async def _run(self, batch: list[_Pending[In, Out]]) -> None:
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        try:
+            results = await loop.run_in_executor(self.executor, self.score, [p.item for p in batch])
+        except ScoringError as exc:
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(exc)
+            return
+        except Exception as exc:  # anything else is a scoring failure too
+            error = ScoringError(f"{self.stage} scoring failed: {type(exc).__name__}")
+            error.__cause__ = exc
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(error)
+            return
+        if self.metrics is not None:
+            self.metrics.classifier_duration.labels(stage=self.stage).observe(
+                time.perf_counter() - started
+            )
+            self.metrics.classifier_batch_size.observe(len(batch))
+        for pending, result in zip(batch, results, strict=True):
+            if not pending.future.done():
+                pending.future.set_result(result)
+
+    def cancel(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        for pending in self.pending:
+            pending.future.cancel()
+        self.pending.clear()
+
+
+class OnnxScorer:
+    """The ONNX classifier as a :class:`guard.scoring.Scorer`."""
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        *,
+        inference_threads: int = 2,
+        max_batch: int = 16,
+        batch_wait_ms: float = 1.0,
+        timeout_s: float = 2.0,
+        metrics: GuardMetrics | None = None,
+    ) -> None:
+        self.model = model
+        self.predictor = Predictor(model)
+        self._executor = ThreadPoolExecutor(
+            max_workers=inference_threads, thread_name_prefix="guard-classifier"
+        )
+        self._timeout_s = timeout_s
+        wait_s = batch_wait_ms / 1000.0
+        self._prompts: _Batcher[str, HarmScore] = _Batcher(
+            "prompt", self.predictor.score_prompts, self._executor, max_batch, wait_s, metrics
+        )
+        self._replies: _Batcher[ReplyInput, ReplyScore] = _Batcher(
+            "reply", self.predictor.score_replies, self._executor, max_batch, wait_s, metrics
+        )
+        self._metrics = metrics
+        self._closed = False
+
+    @classmethod
+    def from_settings(
+        cls, settings: ClassifierSettings, metrics: GuardMetrics | None = None
+    ) -> OnnxScorer:
+        """Load the model eagerly (raises :class:`ModelLoadError`) and build the scorer."""
+        model = load_model(
+            settings.model_dir,
+            provider=settings.provider,
+            intra_op_threads=settings.intra_op_threads,
+        )
+        log.info(
+            "classifier_loaded",
+            model=str(model.model_path),
+            version=model.labels.model_version,
+            sha256=model.labels.model_sha256[:12],
+            providers=list(model.providers),
+        )
+        return cls(
+            model,
+            inference_threads=settings.inference_threads,
+            max_batch=settings.max_batch,
+            batch_wait_ms=settings.batch_wait_ms,
+            timeout_s=settings.timeout_s,
+            metrics=metrics,
+        )
+
+    @property
+    def labels(self) -> Labels:
+        return self.model.labels
+
+    async def _gather(self, stage: str, futures: list[asyncio.Future[Out]]) -> list[Out]:
+        if self._closed:
+            raise ScoringError("scorer is closed")
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return list(await asyncio.gather(*futures))
+        except TimeoutError as exc:
+            for future in futures:
+                future.cancel()
+            raise ScoringTimeout(f"{stage} scoring took longer than {self._timeout_s}s") from exc
+
+    async def score_prompts(self, texts: Sequence[str]) -> list[HarmScore]:
+        if not texts:
+            return []
+        return await self._gather("prompt", self._prompts.submit(texts))
+
+    async def score_replies(self, replies: Sequence[ReplyInput]) -> list[ReplyScore]:
+        if not replies:
+            return []
+        return await self._gather("reply", self._replies.submit(replies))
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._prompts.cancel()
+        self._replies.cancel()
+        running = [*self._prompts.tasks, *self._replies.tasks]
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
+        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)

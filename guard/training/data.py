@@ -1,0 +1,297 @@
+"""Assembling the training set from ``<data>/train`` and the repo's own examples.
+
+Every example is either a *prompt* (user-side text; trains the harm head) or a *reply*
+(a prompt/reply pair; trains the refusal head).  Per-source decisions, in one place:
+
+harmful prompts
+    advbench behaviours and strings, HarmBench validation behaviours, jailbreak_llms
+    forbidden questions (8 of 13 policies; see ``taxonomy.FORBIDDEN_QUESTIONS_EXCLUDED``),
+    in-the-wild jailbreak templates (harmful, category unknown: category loss masked),
+    JailbreakBench PAIR adversarial prompts, the *last* user turn of each ActorAttack
+    conversation, and the repo's templated harmful prompts.
+benign prompts
+    self_instruct, vicuna_bench, oasst1, gsm8k (subsampled), humaneval, CyberSecEval
+    false-refusal prompts (train half), MT-Bench-101 and tom-gibbs user turns, the *first*
+    ActorAttack turn (an innocuous opener) and the repo's benign lookalikes.
+    hh-rlhf first turns are not used for the harm head: intent varies and is unlabelled.
+replies
+    the repo's templated bare/reasoned/partial/compliance replies; JailbreakBench responses
+    and hh-rlhf first assistant replies typed by :func:`weak_refusal_label`; benign answers
+    (gsm8k, humaneval, self_instruct, MT-Bench-101) as compliance.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import hashlib
+import json
+import random
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from guard.scoring import HAZARDS, Refusal
+from guard.training import taxonomy
+from guard.training.synthetic import DATA_DIR
+
+REFUSAL_CLASSES: tuple[str, ...] = tuple(r.value for r in Refusal)  # none, bare, reasoned, partial
+
+csv.field_size_limit(10_000_000)
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    """One training example; ``harmful``/``category`` for prompts, ``refusal`` for replies."""
+
+    text: str
+    source: str
+    pair: str | None = None
+    harmful: bool | None = None
+    category: str | None = None  # None on a harmful prompt = category unknown (masked)
+    refusal: str | None = None
+
+    @property
+    def is_reply(self) -> bool:
+        return self.pair is not None
+
+
+def _jsonl(path: Path) -> Iterator[dict[str, object]]:
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                yield json.loads(line)
+
+
+def _csv(path: Path) -> Iterator[dict[str, str]]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        yield from csv.DictReader(handle)
+
+
+def _harm(text: str, source: str, category: str | None) -> Example:
+    assert category is None or category in HAZARDS, category
+    return Example(text=text.strip(), source=source, harmful=True, category=category)
+
+
+def _benign(text: str, source: str) -> Example:
+    return Example(text=text.strip(), source=source, harmful=False)
+
+
+def _reply(prompt: str, reply: str, source: str, refusal: str) -> Example:
+    assert refusal in REFUSAL_CLASSES, refusal
+    return Example(text=prompt.strip(), pair=reply.strip(), source=source, refusal=refusal)
+
+
+# --- weak refusal labels ---------------------------------------------------------------
+
+_REFUSAL_CUE = re.compile(
+    r"^\W*(i'?m sorry|i am sorry|sorry|i apologi[sz]e|my apologies|i can(no|')t|i won'?t|"
+    r"i will not|i'?m not able|i am not able|i'?m unable|i am unable|as an ai|as a language model|"
+    r"i must (respectfully )?decline|i don'?t think i (can|should)|i'?m not comfortable|"
+    r"i do not feel comfortable|it is not appropriate|it'?s not appropriate|no[,.!])",
+    re.IGNORECASE,
+)
+_REASON_CUE = re.compile(
+    r"because|harm|illegal|unethical|ethical|dangerous|against|polic(y|ies)|safety|respect|"
+    r"privacy|inappropriate|offensive|hurt|abuse|violat|consent|discriminat|law",
+    re.IGNORECASE,
+)
+_CONTENT_AFTER_REFUSAL = re.compile(
+    r"(however|that said|but)[^.]{0,40}(here is|here's|here are|steps?|you (could|can|would))|"
+    r"\n\s*(1\.|step 1|\*\*step)",
+    re.IGNORECASE,
+)
+
+
+def weak_refusal_label(reply: str, complied: bool | None = None) -> str | None:
+    """Heuristic reply type for unlabelled replies; ``None`` when too ambiguous to use.
+
+    A reply refuses if it *opens* with a refusal phrase; it is partial if content follows
+    the refusal (a "however, here is" turn or a numbered list) or a judge says it complied;
+    otherwise reasoned if its first two sentences name a harm, law, policy or value, else
+    bare.  ``complied`` is an external judge's verdict where one exists (JailbreakBench).
+    """
+    head = reply.strip()[:400]
+    if not _REFUSAL_CUE.search(head):
+        if complied is False:
+            return None  # deflection without refusal words: ambiguous
+        return Refusal.NONE.value
+    if complied or _CONTENT_AFTER_REFUSAL.search(reply[:1500]):
+        return Refusal.PARTIAL.value
+    first_sentences = " ".join(re.split(r"(?<=[.!?])\s+", head)[:2])
+    return Refusal.REASONED.value if _REASON_CUE.search(first_sentences) else Refusal.BARE.value
+
+
+# --- sources ---------------------------------------------------------------------------
+
+
+def harmful_prompts(train: Path, rng: random.Random) -> Iterator[Example]:
+    for row in _csv(train / "advbench/harmful_behaviors.csv"):
+        yield _harm(row["goal"], "advbench_behaviors", taxonomy.keyword_category(row["goal"]))
+    for row in _csv(train / "advbench/harmful_strings.csv"):
+        yield _harm(row["target"], "advbench_strings", taxonomy.keyword_category(row["target"]))
+    for row in _csv(train / "harmbench/harmbench_behaviors_text_val.csv"):
+        text = row["Behavior"]
+        category = taxonomy.map_category(taxonomy.HARMBENCH, row["SemanticCategory"], text)
+        yield _harm(text, "harmbench_val", category)
+        if row.get("ContextString"):
+            yield _harm(row["ContextString"][:600] + "\n\n" + text, "harmbench_val_ctx", category)
+    for row in _csv(train / "jailbreak_llms/forbidden_question_set.csv"):
+        policy = row["content_policy_name"]
+        if policy in taxonomy.FORBIDDEN_QUESTIONS_EXCLUDED:
+            continue
+        text = row["question"]
+        yield _harm(text, "forbidden_questions",
+                    taxonomy.map_category(taxonomy.FORBIDDEN_QUESTIONS, policy, text))
+    templates: list[str] = []
+    for name in ("jailbreak_prompts_2023_05_07.csv", "jailbreak_prompts_2023_12_25.csv"):
+        templates.extend(row["prompt"] for row in _csv(train / "jailbreak_llms" / name))
+    unique = sorted(set(templates))
+    rng.shuffle(unique)
+    for text in unique[:900]:
+        yield _harm(text, "jailbreak_templates", None)
+    seen: set[str] = set()
+    for path in sorted(glob.glob(str(train / "jbb_artifacts/attack-artifacts/PAIR/*/*.json"))):
+        for item in json.loads(Path(path).read_text(encoding="utf-8"))["jailbreaks"]:
+            prompt = item.get("prompt")
+            if not prompt or prompt in seen:
+                continue
+            seen.add(prompt)
+            yield _harm(prompt, "jbb_pair", taxonomy.map_category(taxonomy.JBB, item["category"], prompt))
+    for conv in _jsonl(train / "multiturn/actorattack.norm.jsonl"):
+        users = [m["content"] for m in conv["messages"] if m["role"] == "user"]  # type: ignore[attr-defined,index]
+        if users:
+            last = str(users[-1])
+            yield _harm(last, "actorattack_last",
+                        taxonomy.map_category(taxonomy.ACTORATTACK, str(conv["category"]), last))
+    for row in _jsonl(DATA_DIR / "harmful_prompts.jsonl"):
+        yield _harm(str(row["text"]), "repo_harmful", str(row["category"]))
+
+
+def _user_turns(path: Path, rng: random.Random, limit: int, joined: bool = False) -> list[str]:
+    texts: list[str] = []
+    for conv in _jsonl(path):
+        users = [str(m["content"]) for m in conv["messages"] if m["role"] == "user"]  # type: ignore[attr-defined,index]
+        if joined:
+            texts.append("\n".join(users))
+        else:
+            texts.extend(users)
+    rng.shuffle(texts)
+    return texts[:limit]
+
+
+def benign_prompts(train: Path, rng: random.Random) -> Iterator[Example]:
+    for name in ("seed_tasks.jsonl", "user_oriented_instructions.jsonl"):
+        for row in _jsonl(train / "self_instruct" / name):
+            instance = (row.get("instances") or [{}])[0]  # type: ignore[index]
+            extra = str(instance.get("input", "")) if isinstance(instance, dict) else ""
+            yield _benign(f"{row['instruction']}\n{extra}".strip(), "self_instruct")
+    for row in _jsonl(train / "vicuna_bench/vicuna_bench_question.jsonl"):
+        yield _benign(str(row["turns"][0]), "vicuna_bench")  # type: ignore[index]
+    for row in _jsonl(train / "oasst1_prompts/oasst1_prompter_messages.jsonl"):
+        yield _benign(str(row["text"]), "oasst1")
+    gsm = [str(row["question"]) for row in _jsonl(train / "gsm8k/train.jsonl")]
+    rng.shuffle(gsm)
+    for text in gsm[:700]:
+        yield _benign(text, "gsm8k")
+    for row in _jsonl(train / "humaneval/HumanEval.jsonl"):
+        yield _benign(str(row["prompt"]), "humaneval")
+    for row in json.loads((train / "purplellama_frr/mitre_frr.json").read_text(encoding="utf-8")):
+        yield _benign(str(row["mutated_prompt"]), "purplellama_frr")
+    for text in _user_turns(train / "multiturn/mtbench101.norm.jsonl", rng, 900):
+        yield _benign(text, "mtbench101")
+    for name in ("tomgibbs-Completely-Benign.norm.jsonl", "tomgibbs-Semi-Benign.norm.jsonl"):
+        for text in _user_turns(train / "multiturn" / name, rng, 250, joined=True):
+            yield _benign(text, "tomgibbs")
+    for conv in _jsonl(train / "multiturn/actorattack.norm.jsonl"):
+        users = [str(m["content"]) for m in conv["messages"] if m["role"] == "user"]  # type: ignore[attr-defined,index]
+        if len(users) >= 3:
+            yield _benign(users[0], "actorattack_first")
+    lookalikes = [str(row["text"]) for row in _jsonl(DATA_DIR / "benign_lookalikes.jsonl")]
+    for _ in range(3):  # small but important: the lookalikes are what keeps false positives down
+        for text in lookalikes:
+            yield _benign(text, "repo_benign")
+
+
+def replies(train: Path, rng: random.Random) -> Iterator[Example]:
+    for row in _jsonl(DATA_DIR / "replies.jsonl"):
+        yield _reply(str(row["prompt"]), str(row["reply"]), "repo_replies", str(row["refusal"]))
+    for path in sorted(glob.glob(str(train / "jbb_artifacts/attack-artifacts/*/*/*.json"))):
+        for item in json.loads(Path(path).read_text(encoding="utf-8"))["jailbreaks"]:
+            prompt, response = item.get("prompt"), item.get("response")
+            if not prompt or not response:
+                continue
+            label = weak_refusal_label(str(response), bool(item.get("jailbroken")))
+            if label is not None:
+                yield _reply(str(prompt), str(response), "jbb_responses", label)
+    hh = list(_jsonl(train / "hh_rlhf_harmless_base/hh_rlhf_harmless_base.norm.jsonl"))
+    rng.shuffle(hh)
+    for conv in hh[:1200]:
+        messages = conv["messages"]
+        if len(messages) < 2 or messages[0]["role"] != "user" or messages[1]["role"] != "assistant":  # type: ignore[index]
+            continue
+        prompt, reply = str(messages[0]["content"]), str(messages[1]["content"])  # type: ignore[index]
+        label = weak_refusal_label(reply)
+        if label is not None:
+            yield _reply(prompt, reply, "hh_rlhf", label)
+    gsm = list(_jsonl(train / "gsm8k/train.jsonl"))
+    rng.shuffle(gsm)
+    for row in gsm[:250]:
+        yield _reply(str(row["question"]), str(row["answer"]), "gsm8k", Refusal.NONE.value)
+    for row in _jsonl(train / "humaneval/HumanEval.jsonl"):
+        yield _reply(str(row["prompt"]), str(row["prompt"]) + str(row["canonical_solution"]),
+                     "humaneval", Refusal.NONE.value)
+    for row in _jsonl(train / "self_instruct/user_oriented_instructions.jsonl"):
+        instance = row["instances"][0]  # type: ignore[index]
+        prompt = f"{row['instruction']}\n{instance['input']}".strip()
+        yield _reply(prompt, str(instance["output"]), "self_instruct", Refusal.NONE.value)
+    convs = list(_jsonl(train / "multiturn/mtbench101.norm.jsonl"))
+    rng.shuffle(convs)
+    for conv in convs[:400]:
+        messages = conv["messages"]
+        if len(messages) >= 2 and messages[1]["role"] == "assistant":  # type: ignore[index]
+            yield _reply(str(messages[0]["content"]), str(messages[1]["content"]),  # type: ignore[index]
+                         "mtbench101", Refusal.NONE.value)
+
+
+def _dedup(examples: Iterable[Example]) -> list[Example]:
+    seen: set[tuple[str, str | None]] = set()
+    kept: list[Example] = []
+    for example in examples:
+        key = (example.text, example.pair)
+        if not example.text or (key in seen and example.source != "repo_benign"):
+            continue
+        seen.add(key)
+        kept.append(example)
+    return kept
+
+
+def is_dev(example: Example, dev_fraction: float) -> bool:
+    """Stable dev-split membership by a hash of the text (same text -> same side)."""
+    digest = hashlib.sha256(example.text.encode("utf-8")).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32 < dev_fraction
+
+
+def load(data_dir: Path, seed: int = 13, dev_fraction: float = 0.1) -> tuple[list[Example], list[Example]]:
+    """(train, dev) examples from ``data_dir/train`` and guard/training/data/."""
+    train_dir = data_dir / "train"
+    if not train_dir.is_dir():
+        raise FileNotFoundError(f"{train_dir} not found (pass --data pointing at the datasets folder)")
+    rng = random.Random(seed)
+    examples = _dedup([*harmful_prompts(train_dir, rng), *benign_prompts(train_dir, rng),
+                       *replies(train_dir, rng)])
+    train = [e for e in examples if not is_dev(e, dev_fraction)]
+    dev = [e for e in examples if is_dev(e, dev_fraction)]
+    return train, dev
+
+
+def describe(examples: list[Example]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for example in examples:
+        if example.is_reply:
+            key = f"reply:{example.refusal}"
+        else:
+            key = "prompt:harmful" if example.harmful else "prompt:benign"
+        counts[key] = counts.get(key, 0) + 1
+    return counts

@@ -1,0 +1,255 @@
+"""Build the shipped classifier end to end.
+
+    python3 -m guard.training.train --data /work/shared/datasets --out models/
+
+Data assembly (guard.training.data), multi-task fine-tuning of the first ``--layers``
+layers of all-MiniLM-L6-v2, ONNX export, int8 dynamic quantization, threshold tuning on
+the dev split carved from train/, and labels.json.  The fp32 export is kept in
+``--work`` (default runs/) for the speed benchmark; only the int8 model ships.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from tokenizers import Tokenizer  # noqa: E402
+from torch import nn  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from guard.classifier.encoding import Encoder, Window, Windowing  # noqa: E402
+from guard.classifier.labels import LABELS_FILE, MODEL_FILE, TOKENIZER_FILE  # noqa: E402
+from guard.classifier.predictor import Predictor  # noqa: E402
+from guard.classifier.session import load_model  # noqa: E402
+from guard.scoring import HAZARDS  # noqa: E402
+from guard.training import data as data_mod  # noqa: E402
+from guard.training.data import REFUSAL_CLASSES, Example  # noqa: E402
+from guard.training.export import export_fp32, quantize_int8, sha256  # noqa: E402
+from guard.training.model import GuardClassifier, base_model_dir  # noqa: E402
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    window: Window
+    harm: float | None  # None: no harm target (replies)
+    category: int | None  # index into HAZARDS; -1 benign (all zero); None unknown
+    refusal: int | None
+
+
+def encode(encoder: Encoder, examples: list[Example]) -> list[Encoded]:
+    prompts = [e for e in examples if not e.is_reply]
+    replies = [e for e in examples if e.is_reply]
+    result: list[Encoded] = []
+    for example, windows in zip(prompts, encoder.text_windows([e.text for e in prompts], first_only=True),
+                                strict=True):
+        if example.harmful:
+            category = HAZARDS.index(example.category) if example.category else None
+        else:
+            category = -1
+        result.append(Encoded(windows[0], 1.0 if example.harmful else 0.0, category, None))
+    reply_windows = encoder.reply_windows([e.text for e in replies], [e.pair or "" for e in replies])
+    for example, window in zip(replies, reply_windows, strict=True):
+        result.append(Encoded(window, None, None, REFUSAL_CLASSES.index(example.refusal or "none")))
+    return result
+
+
+def batches(items: list[Encoded], size: int, rng: random.Random) -> list[list[Encoded]]:
+    """Length-bucketed batches (little padding), in random order."""
+    shuffled = items[:]
+    rng.shuffle(shuffled)
+    pool = size * 50
+    result: list[list[Encoded]] = []
+    for start in range(0, len(shuffled), pool):
+        chunk = sorted(shuffled[start : start + pool], key=lambda e: len(e.window.ids))
+        result.extend(chunk[i : i + size] for i in range(0, len(chunk), size))
+    rng.shuffle(result)
+    return result
+
+
+def tensors(encoder: Encoder, batch: list[Encoded]) -> dict[str, torch.Tensor]:
+    padded = encoder.batch([e.window for e in batch])
+    n = len(batch)
+    harm_target = torch.zeros((n, 1 + len(HAZARDS)))
+    harm_mask = torch.zeros((n, 1 + len(HAZARDS)))
+    refusal_target = torch.full((n,), -100, dtype=torch.long)
+    for row, item in enumerate(batch):
+        if item.harm is not None:
+            harm_target[row, 0] = item.harm
+            harm_mask[row, 0] = 1.0
+            if item.category is not None:
+                harm_mask[row, 1:] = 1.0
+                if item.category >= 0:
+                    harm_target[row, 1 + item.category] = 1.0
+        if item.refusal is not None:
+            refusal_target[row] = item.refusal
+    return {
+        "input_ids": torch.from_numpy(padded.input_ids),
+        "attention_mask": torch.from_numpy(padded.attention_mask),
+        "token_type_ids": torch.from_numpy(padded.token_type_ids),
+        "harm_target": harm_target,
+        "harm_mask": harm_mask,
+        "refusal_target": refusal_target,
+    }
+
+
+def train_model(args: argparse.Namespace, encoder: Encoder, train: list[Encoded]) -> GuardClassifier:
+    torch.manual_seed(args.seed)
+    rng = random.Random(args.seed)
+    model = GuardClassifier.from_base(args.layers)
+    head_params = [*model.harm.parameters(), *model.refusal.parameters()]
+    head_ids = {id(p) for p in head_params}
+    body_params = [p for p in model.parameters() if id(p) not in head_ids]
+    optimizer = torch.optim.AdamW(
+        [{"params": body_params, "lr": args.lr}, {"params": head_params, "lr": args.lr * 10}],
+        weight_decay=0.01,
+    )
+    steps_per_epoch = math.ceil(len(train) / args.batch_size)
+    total = steps_per_epoch * args.epochs
+    warmup = max(1, int(0.06 * total))
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    counts = np.bincount([e.refusal for e in train if e.refusal is not None], minlength=len(REFUSAL_CLASSES))
+    class_weight = torch.tensor(np.sqrt(counts.sum() / np.maximum(counts, 1) / len(counts)), dtype=torch.float)
+    cross_entropy = nn.CrossEntropyLoss(weight=class_weight, ignore_index=-100)
+    bce = nn.BCEWithLogitsLoss(reduction="none")
+    model.train()
+    for epoch in range(args.epochs):
+        progress = tqdm(batches(train, args.batch_size, rng), desc=f"epoch {epoch + 1}/{args.epochs}")
+        running = 0.0
+        for step, batch in enumerate(progress):
+            t = tensors(encoder, batch)
+            harm_logits, refusal_logits = model(t["input_ids"], t["attention_mask"], t["token_type_ids"])
+            harm_loss = (bce(harm_logits, t["harm_target"]) * t["harm_mask"])
+            # risk column weighted 1, categories together weighted 1 (averaged over 15)
+            risk_loss = harm_loss[:, 0].sum() / t["harm_mask"][:, 0].sum().clamp(min=1)
+            cat_loss = harm_loss[:, 1:].sum() / t["harm_mask"][:, 1:].sum().clamp(min=1) * 4
+            loss = risk_loss + cat_loss
+            if (t["refusal_target"] >= 0).any():
+                loss = loss + cross_entropy(refusal_logits, t["refusal_target"])
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            running = 0.98 * running + 0.02 * float(loss) if step else float(loss)
+            progress.set_postfix(loss=f"{running:.3f}")
+    model.eval()
+    return model
+
+
+def tune_thresholds(predictor: Predictor, dev: list[Example]) -> tuple[float, float, dict[str, float]]:
+    """flag: best F1 on dev; block: lowest threshold with dev false-positive rate <= 1%."""
+    prompts = [e for e in dev if not e.is_reply]
+    risk = predictor.harm_probabilities([e.text for e in prompts])[:, 0]
+    labels = np.array([bool(e.harmful) for e in prompts])
+    best_f1, flag = -1.0, 0.5
+    for threshold in np.linspace(0.05, 0.95, 91):
+        predicted = risk >= threshold
+        tp = float((predicted & labels).sum())
+        fp = float((predicted & ~labels).sum())
+        fn = float((~predicted & labels).sum())
+        f1 = 2 * tp / max(1.0, 2 * tp + fp + fn)
+        if f1 > best_f1:
+            best_f1, flag = f1, float(threshold)
+    benign_risk = np.sort(risk[~labels])
+    cutoff = benign_risk[int(math.ceil(0.99 * len(benign_risk))) - 1] if len(benign_risk) else 0.5
+    block = float(min(0.99, max(flag, cutoff + 1e-3)))
+    predicted = risk >= block
+    stats = {
+        "dev_prompts": float(len(prompts)),
+        "dev_f1_at_flag": round(best_f1, 4),
+        "dev_recall_at_block": round(float((predicted & labels).sum() / max(1, labels.sum())), 4),
+        "dev_fpr_at_block": round(float((predicted & ~labels).sum() / max(1, (~labels).sum())), 4),
+    }
+    replies = [e for e in dev if e.is_reply]
+    if replies:
+        from guard.scoring import ReplyInput
+
+        probabilities = predictor.refusal_probabilities([ReplyInput(e.text, e.pair or "") for e in replies])
+        predicted_class = probabilities.argmax(axis=1)
+        truth = np.array([REFUSAL_CLASSES.index(e.refusal or "none") for e in replies])
+        stats["dev_refusal_accuracy"] = round(float((predicted_class == truth).mean()), 4)
+    return round(flag, 3), round(block, 3), stats
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="datasets folder (holds train/)")
+    parser.add_argument("--out", type=Path, default=Path("models"))
+    parser.add_argument("--work", type=Path, default=Path("runs"), help="scratch: fp32 export, checkpoint")
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=8e-5)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--stride", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--limit", type=int, default=0, help="use only N training examples (smoke test)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    started = time.monotonic()
+
+    train_examples, dev_examples = data_mod.load(args.data, seed=args.seed)
+    if args.limit:
+        random.Random(args.seed).shuffle(train_examples)
+        train_examples = train_examples[: args.limit]
+    print(f"train {data_mod.describe(train_examples)}\ndev {data_mod.describe(dev_examples)}", flush=True)
+
+    windowing = Windowing(max_length=args.max_length, stride=args.stride)
+    tokenizer_src = base_model_dir() / TOKENIZER_FILE
+    encoder = Encoder(Tokenizer.from_file(str(tokenizer_src)), windowing)
+    model = train_model(args, encoder, encode(encoder, train_examples))
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), args.work / "guard.pt")
+    fp32 = export_fp32(model, args.work / "guard.fp32.onnx")
+    args.out.mkdir(parents=True, exist_ok=True)
+    int8 = quantize_int8(fp32, args.out / MODEL_FILE)
+    shutil.copyfile(tokenizer_src, args.out / TOKENIZER_FILE)
+    shutil.copyfile(tokenizer_src, args.work / TOKENIZER_FILE)
+
+    labels = {
+        "model_version": time.strftime("%Y%m%d-%H%M", time.gmtime()) + f"-L{args.layers}",
+        "model_sha256": sha256(int8),
+        "hazards": list(HAZARDS),
+        "refusal_classes": list(REFUSAL_CLASSES),
+        "max_length": windowing.max_length,
+        "stride": windowing.stride,
+        "reply_prompt_tokens": windowing.reply_prompt_tokens,
+        "thresholds": {"flag": 0.5, "block": 0.5},
+        "layers": args.layers,
+    }
+    (args.out / LABELS_FILE).write_text(json.dumps(labels, indent=2) + "\n", encoding="utf-8")
+    predictor = Predictor(load_model(args.out, intra_op_threads=args.threads))
+    flag, block, stats = tune_thresholds(predictor, dev_examples)
+    stats["train_examples"] = float(len(train_examples))
+    stats["epochs"] = float(args.epochs)
+    stats["train_wall_s"] = round(time.monotonic() - started, 1)
+    labels["thresholds"] = {"flag": flag, "block": block}
+    labels["tuning"] = stats
+    (args.out / LABELS_FILE).write_text(json.dumps(labels, indent=2) + "\n", encoding="utf-8")
+    shutil.copyfile(args.out / LABELS_FILE, args.work / LABELS_FILE)
+    print(json.dumps(labels, indent=2), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
