@@ -173,13 +173,14 @@ async def main_async(args: argparse.Namespace) -> None:
         scorer,
         store,
         Keyring(b"memory-cost-benchmark-key"),
-        config=EscalationConfig(joint_turns=args.joint_turns),
+        config=EscalationConfig(joint_turns=args.joint_turns, joint_chars=args.joint_chars),
     )
     try:
         # One untimed conversation first: imports, allocator and model warm-up.
         await latency_at(memory, scorer, 3, 2, offset=10_000_000)
         print(
             f"## memory_cost: scorer={args.scorer}, joint_turns={args.joint_turns}, "
+            f"joint_chars={args.joint_chars}, "
             "in-memory store, judge() latency\n"
         )
         print("| turn | conversations | median ms | p90 ms | median / turn 1 |")
@@ -234,6 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=EscalationConfig().joint_turns,
         help="user turns scored jointly (0: joint scoring off, memory.joint_turns)",
     )
+    parser.add_argument("--joint-chars", type=int, default=EscalationConfig().joint_chars)
     args = parser.parse_args(argv)
     asyncio.run(main_async(args))
     return 0

@@ -278,6 +278,7 @@ async def run(args: argparse.Namespace) -> tuple[list[Trace], list[Trace]]:
     scorer = make_scorer(args.scorer, args.model_dir)
     config = EscalationConfig(
         joint_turns=args.joint_turns,
+        joint_chars=args.joint_chars,
         trend_weight=args.trend_weight,
         peak_decay=args.peak_decay,
     )
@@ -362,6 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--block-threshold", type=float, default=None)
     defaults = EscalationConfig()
     parser.add_argument("--joint-turns", type=int, default=defaults.joint_turns)
+    parser.add_argument("--joint-chars", type=int, default=defaults.joint_chars)
     parser.add_argument("--trend-weight", type=float, default=defaults.trend_weight)
     parser.add_argument("--peak-decay", type=float, default=defaults.peak_decay)
     parser.add_argument("--sweep", action="store_true", help="also tabulate flag thresholds")
