@@ -29,7 +29,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,8 @@ from benchmarks.harness import clients, payload, procmem, targets
 from benchmarks.harness.load import wrk
 from benchmarks.harness.upstream import Chunking
 
-ALL_TARGETS = ["direct", "nginx", "guard-observe", "guard-enforce", "litellm"]
+ALL_TARGETS = ["direct", "nginx", "guard-observe", "guard-enforce", "guard-enforce-hold", "litellm"]
+HOLD = "guard-enforce-hold"  # streams only: non-streaming replies are judged whole anyway
 ALL_TABLES = ["latency", "hop", "stream", "turns", "memory"]
 
 
@@ -52,12 +52,13 @@ def _log(message: str) -> None:
 
 def latency(ts: dict[str, targets.Target], args: argparse.Namespace) -> list[dict[str, Any]]:
     body = payload.single_turn()
-    for target in ts.values():
+    whole = [target for name, target in ts.items() if name != HOLD]
+    for target in whole:
         wrk(target, body, concurrency=4, duration_s=2)  # warm pools, caches, model
     runs: list[dict[str, Any]] = []
     for repeat in range(args.repeats):
         for concurrency in args.concurrency:
-            for target in ts.values():
+            for target in whole:
                 cpu_before = procmem.tree_cpu_s(target.root_pid) if target.root_pid else 0.0
                 result = wrk(target, body, concurrency=concurrency, duration_s=args.duration)
                 cpu_s = procmem.tree_cpu_s(target.root_pid) - cpu_before if target.root_pid else 0
@@ -124,28 +125,56 @@ def turns(ts: dict[str, targets.Target], args: argparse.Namespace) -> list[dict[
 
 
 def memory(args: argparse.Namespace, lifetime_s: int) -> dict[str, Any]:
-    """A fresh enforce guard: RSS idle at start, after one request, and with the store full."""
-    with tempfile.TemporaryDirectory(prefix="guard-bench-mem-") as tmp, ExitStack() as stack:
-        up = stack.enter_context(targets.upstream(Path(tmp), Chunking(), lifetime_s))
-        guard = stack.enter_context(
-            targets.guard(Path(tmp), up, "enforce", args.scorer, lifetime_s)
-        )
-        assert guard.pid is not None
-        time.sleep(1)
-        at_start = procmem.rss_mib(guard.pid)
-        wrk(guard, payload.single_turn(), concurrency=1, duration_s=1)
-        after_first = procmem.rss_mib(guard.pid)
-        fill = procmem.fill_conversations(guard, args.fill, max_s=args.fill_max_s)
-        filled = procmem.rss_mib(guard.pid)
+    """Guard RSS: idle at start, warm, filled over HTTP (time-capped), and prefilled.
+
+    The HTTP fill is the real path (one-turn conversations with fresh explicit ids) for
+    ``--fill-max-s`` seconds; a second guard process stores ``--fill`` conversations at
+    start-up through the memory's own calls (:mod:`benchmarks.harness.guard_server`),
+    since 100,000 HTTP requests would take minutes on two cores.
+    """
+    with tempfile.TemporaryDirectory(prefix="guard-bench-mem-") as tmp_name:
+        tmp = Path(tmp_name)
+        with targets.upstream(tmp, Chunking(), lifetime_s) as up:
+            with targets.guard(tmp, up, "enforce", args.scorer, lifetime_s) as guard:
+                assert guard.pid is not None
+                time.sleep(1)
+                at_start = procmem.rss_mib(guard.pid)
+                wrk(guard, payload.single_turn(), concurrency=4, duration_s=2)
+                warm = procmem.rss_mib(guard.pid)
+                warm_held = procmem.conversations_held(guard)
+                fill = procmem.fill_conversations(
+                    guard, args.fill, max_s=args.fill_max_s, step_s=args.fill_max_s / 3
+                )
+                filled = procmem.rss_mib(guard.pid)
+            started = time.monotonic()
+            with targets.guard(
+                tmp, up, "enforce", args.scorer, lifetime_s, prefill=args.fill
+            ) as prefilled:
+                assert prefilled.pid is not None
+                prefill_s = time.monotonic() - started
+                pre_start = procmem.rss_mib(prefilled.pid)
+                wrk(prefilled, payload.single_turn(), concurrency=4, duration_s=2)
+                pre_warm = procmem.rss_mib(prefilled.pid)
+                pre_held = procmem.conversations_held(prefilled)
     _log(
-        f"memory: {at_start:.1f} MiB at start, {after_first:.1f} warm, {filled:.1f} MiB "
-        f"with {fill.conversations} conversations ({fill.seconds:.0f} s)"
+        f"memory: {at_start:.1f} MiB at start, {warm:.1f} warm, {filled:.1f} MiB with "
+        f"{fill.conversations} conversations over HTTP ({fill.seconds:.0f} s); {pre_warm:.1f} "
+        f"MiB with {pre_held} prefilled"
     )
     return {
         "rss_start_mib": at_start,
-        "rss_warm_mib": after_first,
+        "rss_warm_mib": warm,
+        "warm_conversations": warm_held,
         "rss_filled_mib": filled,
         **asdict(fill),
+        "prefill_launcher": (
+            f"python3 -m benchmarks.harness.guard_server --scorer {args.scorer} "
+            f"--prefill {args.fill}"
+        ),
+        "prefill_seconds": prefill_s,
+        "prefilled_rss_start_mib": pre_start,
+        "prefilled_rss_warm_mib": pre_warm,
+        "prefilled_conversations": pre_held,
     }
 
 
@@ -200,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--turns", type=_ints, default=[1, 10, 50, 200])
     parser.add_argument("--conversations", type=int, default=3)
     parser.add_argument("--fill", type=int, default=100_000)
-    parser.add_argument("--fill-max-s", type=float, default=180)
+    parser.add_argument("--fill-max-s", type=float, default=45, help="HTTP fill time cap")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/gateways.json"))
     args = parser.parse_args(argv)
     names = args.targets.split(",")
@@ -212,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "scorer": args.scorer,
+        "guard_launcher": targets.launcher(args.scorer),
         "concurrency": args.concurrency,
         "repeats": args.repeats,
         "duration_s": args.duration,

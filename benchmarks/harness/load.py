@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,7 @@ end
 
 _UNIQUE_CONVERSATIONS = r"""
 local counter = 0
-local prefix = "c" .. tostring(math.random(1, 1000000000)) .. "-"
+local prefix = "{prefix}-"
 request = function()
   counter = counter + 1
   wrk.headers["{header}"] = prefix .. counter
@@ -66,7 +67,10 @@ def lua_script(body: str | None, headers: dict[str, str], unique_header: str | N
     lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()]
     script = "\n".join(lines) + "\n"
     if unique_header:
-        script += _UNIQUE_CONVERSATIONS.replace("{header}", unique_header)
+        # Lua's unseeded math.random repeats across runs; the prefix comes from here instead.
+        script += _UNIQUE_CONVERSATIONS.replace("{header}", unique_header).replace(
+            "{prefix}", uuid.uuid4().hex
+        )
     return script + _DONE
 
 
