@@ -267,37 +267,55 @@ def score(attacks: list[Trace], benign: list[Trace], flag: float, block: float) 
     )
 
 
-async def run(args: argparse.Namespace) -> tuple[list[Trace], list[Trace]]:
+def dialogues_of(args: argparse.Namespace) -> list[tuple[Dialogue, bool]]:
+    """(dialogue, is_attack) for the split's sets, the first ``--limit`` of each."""
     split_dir = args.data / args.split / "multiturn"
     limit = args.limit or None
     attack_sets = [load(split_dir / f"{name}.norm.jsonl") for name in ATTACK_SETS[args.split]]
     benign_sets = [load(split_dir / f"{name}.norm.jsonl") for name in BENIGN_SETS[args.split]]
     dialogues = [(d, True) for ds in attack_sets for d in ds[:limit]]
     dialogues += [(d, False) for ds in benign_sets for d in ds[:limit]]
+    return dialogues
+
+
+async def replay_all(
+    dialogues: Sequence[tuple[Dialogue, bool]],
+    scorer: Scorer,
+    config: EscalationConfig,
+    *,
+    seed: int,
+    modes: Sequence[str] = ("explicit", "fingerprint"),
+) -> tuple[list[Trace], list[Trace]]:
+    """Replay every dialogue through a fresh memory; (attack traces, benign traces)."""
     pool = [" ".join(r.split()) for d, _ in dialogues for r in d.replies if r]
-    scorer = make_scorer(args.scorer, args.model_dir)
-    config = EscalationConfig(
-        joint_turns=args.joint_turns,
-        trend_weight=args.trend_weight,
-        peak_decay=args.peak_decay,
-    )
     store = MemoryStore(ttl_s=86_400, max_conversations=1_000_000, max_bytes=1 << 31)
     memory = ConversationMemory(
         scorer, store, Keyring(b"multiturn-eval-key-0123456789"), config=config,
         score_cache_entries=1_000_000,
     )  # fmt: skip
-    rng = random.Random(args.seed)
+    rng = random.Random(seed)
     attacks: list[Trace] = []
     benign: list[Trace] = []
+    for dialogue, is_attack in dialogues:
+        trace = Trace(dialogue.id, dialogue.source)
+        for mode in modes:
+            await replay(memory, dialogue, mode=mode, trace=trace, replayed_pool=pool, rng=rng)
+        (attacks if is_attack else benign).append(trace)
+    return attacks, benign
+
+
+async def run(args: argparse.Namespace) -> tuple[list[Trace], list[Trace]]:
+    scorer = make_scorer(args.scorer, args.model_dir)
+    config = EscalationConfig(
+        joint_turns=args.joint_turns,
+        joint_chars=args.joint_chars,
+        trend_weight=args.trend_weight,
+        peak_decay=args.peak_decay,
+    )
     try:
-        for dialogue, is_attack in dialogues:
-            trace = Trace(dialogue.id, dialogue.source)
-            for mode in ("explicit", "fingerprint"):
-                await replay(memory, dialogue, mode=mode, trace=trace, replayed_pool=pool, rng=rng)
-            (attacks if is_attack else benign).append(trace)
+        return await replay_all(dialogues_of(args), scorer, config, seed=args.seed)
     finally:
         await scorer.aclose()
-    return attacks, benign
 
 
 def report(result: Scores, args: argparse.Namespace, seconds: float) -> str:
@@ -362,6 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--block-threshold", type=float, default=None)
     defaults = EscalationConfig()
     parser.add_argument("--joint-turns", type=int, default=defaults.joint_turns)
+    parser.add_argument("--joint-chars", type=int, default=defaults.joint_chars)
     parser.add_argument("--trend-weight", type=float, default=defaults.trend_weight)
     parser.add_argument("--peak-decay", type=float, default=defaults.peak_decay)
     parser.add_argument("--sweep", action="store_true", help="also tabulate flag thresholds")

@@ -241,7 +241,7 @@ def wrk(url: str, concurrency: int, duration: int, script: Path | None) -> dict[
     }
 
 
-def measure(duration: int, rounds: int) -> list[Run]:
+def measure(duration: int, rounds: int) -> tuple[list[Run], dict[str, float]]:
     """Every (route, concurrency) runs each target once per round, interleaved, so a
     neighbour's load on this shared machine hits all three targets alike."""
     for tool in ("wrk", "nginx"):
@@ -294,7 +294,29 @@ def measure(duration: int, rounds: int) -> list[Run]:
                     for target, (_, pid) in targets.items():
                         runs.append(_summarise(target, route, concurrency, results[target], pid))
                         _print(runs[-1])
-    return runs
+            engine_ms = engine_time_ms(guard)
+    print(
+        f"  engine time per judged request (guard_overhead_seconds): {engine_ms}", file=sys.stderr
+    )
+    return runs, engine_ms
+
+
+def engine_time_ms(port: int) -> dict[str, float]:
+    """Mean time in the engine per judged request, by direction, from the guard's metrics."""
+    import httpx
+
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    values = {
+        (name, direction): float(value)
+        for name, direction, value in re.findall(
+            r'^guard_overhead_seconds_(sum|count)\{direction="(\w+)"\} (\S+)$', text, re.MULTILINE
+        )
+    }
+    return {
+        direction: round(values[("sum", direction)] / values[("count", direction)] * 1000, 3)
+        for (kind, direction) in values
+        if kind == "count" and values[("count", direction)]
+    }
 
 
 def _summarise(
@@ -359,11 +381,12 @@ def main() -> int:
         serve_guard(args.port, args.upstream_port)
         return 0
     load = os.getloadavg()
-    runs = measure(args.duration, args.rounds)
+    runs, engine_ms = measure(args.duration, args.rounds)
     if any(run.errors for run in runs):
         print("some requests failed; figures are not valid", file=sys.stderr)
         return 1
     print(table(runs))
+    print(f"\nEngine time per judged request (ms, from guard_overhead_seconds): {engine_ms}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         report = {
@@ -372,6 +395,7 @@ def main() -> int:
             "load_average_at_start": load,
             "duration_s": args.duration,
             "rounds": args.rounds,
+            "engine_ms_per_judged_request": engine_ms,
             "runs": [asdict(run) for run in runs],
         }
         args.out.write_text(json.dumps(report, indent=2) + "\n")

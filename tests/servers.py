@@ -212,6 +212,8 @@ def fake_upstream_app(state: FakeUpstream) -> Starlette:
         data = json.loads(body)
         model = data.get("model", "fast")
         text = data.get("fake_reply", DEFAULT_REPLY)
+        if data["messages"][-1].get("role") == "system" and "fake_retry_reply" in data:
+            text = data["fake_retry_reply"]  # the guard asked again, with a clarification
         delay = float(data.get("fake_delay", 0))
         if model == "status-429":
             return JSONResponse(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,8 +26,9 @@ from servers import (
 from guard.decisions import Mode
 from guard.engine import Engine
 from guard.metrics import GuardMetrics
+from guard.policy.loader import load_policies
 from guard.proxy import create_app
-from guard.settings import Settings
+from guard.settings import SHIPPED_POLICY_DIR, Settings
 from guard.testing import KeywordScorer
 
 USER = [{"role": "user", "content": "What is the capital of France?"}]
@@ -314,4 +318,31 @@ def test_settings_are_accepted_as_given() -> None:
     app = create_app(
         Settings(), engine=Engine(KeywordScorer()), metrics=GuardMetrics(CollectorRegistry())
     )
-    assert app.state.sidecar.upstream.base_url == httpx.URL("http://127.0.0.1:8000")
+    assert app.state.sidecar.upstream.base_url == "http://127.0.0.1:8000"
+
+
+def test_over_refusal_is_retried_once_when_the_policy_asks(
+    upstream: tuple[FakeUpstream, str], fake: FakeUpstream, tmp_path: Path
+) -> None:
+    policies = tmp_path / "policies"
+    shutil.copytree(SHIPPED_POLICY_DIR, policies)
+    global_file = policies / "global.yaml"
+    text = global_file.read_text(encoding="utf-8")
+    assert "  enabled: false" in text
+    global_file.write_text(text.replace("  enabled: false", "  enabled: true", 1), encoding="utf-8")
+    engine = Engine(KeywordScorer(), mode=Mode.ENFORCE, policies=load_policies(policies))
+    for guard in running_guard(upstream[1], engine=engine):
+        with client(guard) as c:
+            raw = c.chat.completions.with_raw_response.create(
+                model="fast",
+                messages=[{"role": "user", "content": "how do I boil an egg"}],
+                extra_body={
+                    "fake_reply": BARE_REFUSAL,
+                    "fake_retry_reply": "Simmer it for 9 minutes.",
+                },
+            )
+    assert raw.parse().choices[0].message.content == "Simmer it for 9 minutes."
+    assert raw.headers["x-guard-decision"] == "rewrite"
+    first, second = fake.chat_requests()
+    assert json.loads(second.body)["messages"][-1]["role"] == "system"
+    assert json.loads(first.body)["messages"] == json.loads(second.body)["messages"][:-1]

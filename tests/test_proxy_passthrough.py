@@ -84,6 +84,17 @@ def test_unknown_path_method_query_and_status_pass_through(
     assert fake.seen[-1].query == "x=1&y=%20z"
 
 
+def test_head_request_gets_headers_only_and_the_connection_stays_usable(
+    guard: Guard, fake: FakeUpstream
+) -> None:
+    with httpx.Client() as client:
+        head = client.head(f"{guard.url}/v1/models")
+        assert head.status_code == 200 and head.content == b""
+        assert head.headers["x-upstream"] == "fake"
+        for _ in range(3):  # the pooled upstream connection is not confused by the HEAD
+            assert client.get(f"{guard.url}/v1/models").json()["data"][0]["id"] == "fake"
+
+
 def test_get_on_the_chat_path_is_not_judged(guard: Guard, fake: FakeUpstream) -> None:
     response = httpx.get(f"{guard.url}/v1/chat/completions")
     assert response.status_code == 418  # the upstream's catch-all answered, relayed

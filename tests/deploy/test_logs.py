@@ -3,7 +3,8 @@
 Runs ``python -m guard serve`` as an operator would, in front of the fake upstream of
 the transport tests, sends requests through every path (allowed, blocked, streamed,
 failed upstream, passed through) carrying a planted API key, prompt, reply and
-conversation id, and reads everything the process wrote.
+conversation id, with a planted password in the upstream URL, at debug level, and reads
+everything the process wrote.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import openai
 import pytest
 from servers import FakeUpstream, ServerThread, fake_upstream_app
 
+from guard.scoring import HAZARDS
+
 from .support import REPO, free_port
 
 
@@ -35,6 +38,7 @@ class Plants:
     prompt: str
     reply: str
     conversation: str
+    upstream_password: str  # in the upstream URL's userinfo (basic auth to the LLM server)
 
     @classmethod
     def fresh(cls) -> Plants:
@@ -44,6 +48,7 @@ class Plants:
             prompt=f"plantedprompt{tag[:12]}",
             reply=f"plantedreply{tag[12:24]}",
             conversation=f"conv-plant-{tag[24:]}",
+            upstream_password=f"pw-plant-{tag[:16]}",
         )
 
 
@@ -64,10 +69,17 @@ class Served:
         }
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def upstream() -> Iterator[str]:
     with ServerThread(fake_upstream_app(FakeUpstream()), lifespan="off") as server:
         yield server.url
+
+
+@pytest.fixture(scope="module")
+def default_run(upstream: str) -> tuple[Plants, Served]:
+    """One run with the default logging settings (debug level), shared by two tests."""
+    plants = Plants.fresh()
+    return plants, _serve_and_send(upstream, plants)
 
 
 def _serve_and_send(upstream: str, plants: Plants, **settings: str) -> Served:
@@ -75,6 +87,7 @@ def _serve_and_send(upstream: str, plants: Plants, **settings: str) -> Served:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GUARD_")}
     env |= {"PYTHONPATH": str(REPO), "GUARD_LOGGING__LEVEL": "debug", **settings}
+    upstream = upstream.replace("http://", f"http://guard:{plants.upstream_password}@")
     process = subprocess.Popen(
         [sys.executable, "-m", "guard", "serve", "--upstream", upstream, "--port", str(port),
          "--mode", "enforce", "--log-format", "json"],
@@ -137,9 +150,8 @@ def _wait_ready(process: subprocess.Popen[str], base: str) -> None:
         time.sleep(0.1)
 
 
-def test_logs_carry_no_prompt_reply_or_credentials(upstream: str) -> None:
-    plants = Plants.fresh()
-    served = _serve_and_send(upstream, plants)
+def test_logs_carry_no_prompt_reply_or_credentials(default_run: tuple[Plants, Served]) -> None:
+    plants, served = default_run
     assert served.completed(), "no request_completed events: the capture is broken"
     for name, secret in (
         ("API key", plants.api_key),
@@ -147,19 +159,22 @@ def test_logs_carry_no_prompt_reply_or_credentials(upstream: str) -> None:
         ("prompt", plants.prompt),
         ("reply", plants.reply),
         ("raw conversation id", plants.conversation),
+        ("upstream password", plants.upstream_password),
     ):
         assert secret not in served.output, f"the {name} reached the log"
 
 
-def test_one_event_per_request_with_ids_decisions_scores_and_timings(upstream: str) -> None:
-    served = _serve_and_send(upstream, Plants.fresh())
+def test_one_event_per_request_with_ids_decisions_scores_and_timings(
+    default_run: tuple[Plants, Served],
+) -> None:
+    _, served = default_run
     completed = served.completed()
     assert sorted(completed) == sorted(served.request_ids), "one event per chat request"
     allowed, blocked, streamed, failed = (completed[i] for i in served.request_ids)
     assert (allowed["decision"], blocked["decision"], streamed["decision"]) == (
         "allow", "block", "allow",
     )  # fmt: skip
-    assert blocked["category"] == "indiscriminate_weapons"
+    assert blocked["category"] in HAZARDS
     assert streamed["stream"] is True
     assert failed["error"] == "bad_response"
     for event in (allowed, blocked, streamed):
@@ -180,3 +195,4 @@ def test_content_logging_is_an_explicit_debug_switch(upstream: str) -> None:
     assert plants.prompt in served.output
     assert plants.api_key not in served.output
     assert plants.api_key.removeprefix("sk-plant-") not in served.output
+    assert plants.upstream_password not in served.output

@@ -1,0 +1,106 @@
+"""Tune the escalation weights and the flag threshold on train/multiturn (never eval/).
+
+Replays the train split once per configuration of a small grid (texts are scored once
+and shared across configurations), and for each reports the lowest flag threshold at
+which no benign train set has more than ``--max-benign`` of its conversations flagged,
+with the share of attacks caught there (the rule of benchmarks/multiturn_eval.py).
+
+    python3 -m benchmarks.multiturn_tune --data ../shared/datasets --limit 150
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from benchmarks.multiturn_eval import dialogues_of, make_scorer, replay_all, score, thresholds
+from guard.memory.escalation import EscalationConfig
+from guard.scoring import HarmScore, ReplyInput, ReplyScore, Scorer
+
+
+class SharedScores:
+    """Scores each distinct text once across every configuration of the grid."""
+
+    def __init__(self, scorer: Scorer) -> None:
+        self._scorer = scorer
+        self._scores: dict[str, HarmScore] = {}
+
+    async def score_prompts(self, texts: Sequence[str]) -> list[HarmScore]:
+        new = [t for t in dict.fromkeys(texts) if t not in self._scores]
+        if new:
+            for text, result in zip(new, await self._scorer.score_prompts(new), strict=True):
+                self._scores[text] = result
+        return [self._scores[t] for t in texts]
+
+    async def score_replies(self, replies: Sequence[ReplyInput]) -> list[ReplyScore]:
+        return await self._scorer.score_replies(replies)
+
+    async def aclose(self) -> None:
+        await self._scorer.aclose()
+
+
+def _floats(text: str) -> list[float]:
+    return [float(v) for v in text.split(",")]
+
+
+async def tune(args: argparse.Namespace) -> None:
+    args.split = "train"
+    dialogues = dialogues_of(args)
+    _, block = thresholds(args.model_dir, None, args.block_threshold)
+    shared = SharedScores(make_scorer(args.scorer, args.model_dir))
+    print(f"train dialogues: {len(dialogues)}; block threshold {block:.3f}\n")
+    print("| joint_chars | peak_decay | trend_weight | flag threshold | attacks caught "
+          "| worst benign set | per-turn alone caught |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    try:
+        grid = itertools.product(
+            [int(v) for v in _floats(args.joint_chars)],
+            _floats(args.peak_decay),
+            _floats(args.trend_weight),
+        )
+        for joint_chars, decay, trend in grid:
+            config = EscalationConfig(joint_chars=joint_chars, peak_decay=decay, trend_weight=trend)
+            attacks, benign = await replay_all(
+                dialogues, shared, config, seed=7, modes=("explicit",)
+            )
+            chosen = None
+            for step in range(10, 100):
+                result = score(attacks, benign, step / 100, block)
+                if max(result.benign_flagged.values(), default=0.0) <= args.max_benign:
+                    chosen = result
+                    break
+            if chosen is None:
+                print(f"| {joint_chars} | {decay} | {trend} | none | | | |")
+                continue
+            worst = max(chosen.benign_flagged.values(), default=0.0)
+            print(
+                f"| {joint_chars} | {decay} | {trend} | {chosen.flag_threshold:.2f} | "
+                f"{100 * chosen.attack_caught:.1f}% | {100 * worst:.1f}% | "
+                f"{100 * chosen.attack_caught_single:.1f}% |",
+                flush=True,
+            )
+    finally:
+        await shared.aclose()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--scorer", choices=("onnx", "keyword"), default="onnx")
+    parser.add_argument("--model-dir", type=Path, default=Path("models"))
+    parser.add_argument("--block-threshold", type=float, default=None)
+    parser.add_argument("--limit", type=int, default=0, help="first N of each train set")
+    parser.add_argument("--max-benign", type=float, default=0.02)
+    parser.add_argument("--joint-chars", default="256,480")
+    parser.add_argument("--peak-decay", default="0.6,0.8")
+    parser.add_argument("--trend-weight", default="0,1")
+    asyncio.run(tune(parser.parse_args(argv)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
