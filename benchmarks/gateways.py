@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import clients, procmem, targets
-from benchmarks.harness.load import NumberedBody, wrk
+from benchmarks.harness.load import NumberedBody, WrkResult, wrk
 from benchmarks.harness.upstream import Chunking
 
 ALL_TARGETS = ["direct", "nginx", "guard-observe", "guard-enforce", "guard-enforce-hold", "litellm"]
@@ -50,6 +50,20 @@ def _log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def _measured(
+    target: targets.Target,
+    body: NumberedBody | None,
+    concurrency: int,
+    duration_s: float,
+    path: str = "/v1/chat/completions",
+) -> tuple[float, WrkResult]:
+    """One wrk run, with the target's CPU milliseconds per request over it."""
+    before = procmem.tree_cpu_s(target.root_pid) if target.root_pid else float("nan")
+    result = wrk(target, body, concurrency=concurrency, duration_s=duration_s, path=path)
+    after = procmem.tree_cpu_s(target.root_pid) if target.root_pid else float("nan")
+    return 1000 * (after - before) / max(1, result.requests), result
+
+
 def latency(ts: dict[str, targets.Target], args: argparse.Namespace) -> list[dict[str, Any]]:
     whole = [target for name, target in ts.items() if name != HOLD]
     for target in whole:
@@ -58,11 +72,8 @@ def latency(ts: dict[str, targets.Target], args: argparse.Namespace) -> list[dic
     for repeat in range(args.repeats):
         for concurrency in args.concurrency:
             for target in whole:
-                cpu_before = procmem.tree_cpu_s(target.root_pid) if target.root_pid else 0.0
                 body = NumberedBody.fresh()  # every request a new user turn, scored afresh
-                result = wrk(target, body, concurrency=concurrency, duration_s=args.duration)
-                cpu_s = procmem.tree_cpu_s(target.root_pid) - cpu_before if target.root_pid else 0
-                cpu_ms = 1000 * cpu_s / result.requests if result.requests else float("nan")
+                cpu_ms, result = _measured(target, body, concurrency, args.duration)
                 _log(
                     f"latency r{repeat} c={concurrency} {target.name}: p50 {result.p50_ms:.3f} "
                     f"p99 {result.p99_ms:.3f} ms, {result.requests_per_s:.0f} req/s, "
@@ -83,12 +94,12 @@ def hop(ts: dict[str, targets.Target], args: argparse.Namespace) -> list[dict[st
     for repeat in range(args.repeats):
         for concurrency in (1, 32):
             for target in hop_targets:
-                result = wrk(target, None, concurrency=concurrency, duration_s=2, path="/v1/models")
+                cpu_ms, result = _measured(target, None, concurrency, 2, path="/v1/models")
                 _log(
                     f"hop r{repeat} c={concurrency} {target.name}: p50 {result.p50_ms:.3f} ms, "
-                    f"{result.requests_per_s:.0f} req/s"
+                    f"{result.requests_per_s:.0f} req/s, {cpu_ms:.3f} cpu-ms/req"
                 )
-                runs.append({"repeat": repeat, **asdict(result)})
+                runs.append({"repeat": repeat, **asdict(result), "cpu_ms_per_request": cpu_ms})
     return runs
 
 

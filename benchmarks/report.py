@@ -94,8 +94,8 @@ def rps_table(report: dict[str, Any]) -> str:
 def hop_table(report: dict[str, Any]) -> str:
     groups = _by(report["hop"], "target", "concurrency")
     lines = [
-        "| concurrency | target | p50 ms | p99 ms | added p50 ms | req/s |",
-        "|---:|---|---:|---:|---:|---:|",
+        "| concurrency | target | p50 ms | p99 ms | added p50 ms | req/s | CPU ms/req |",
+        "|---:|---|---:|---:|---:|---:|---:|",
     ]
     for (target, c), group in sorted(groups.items(), key=lambda kv: kv[0][1]):
         base = groups[("direct", c)]
@@ -104,7 +104,8 @@ def hop_table(report: dict[str, Any]) -> str:
             f"| {c} | {target} | {_f(median(r['p50_ms'] for r in group), 3)} "
             f"| {_f(median(r['p99_ms'] for r in group), 3)} "
             f"| {_f(a50, 3) if target != 'direct' else '-'} "
-            f"| {median(r['requests_per_s'] for r in group):.0f} |"
+            f"| {median(r['requests_per_s'] for r in group):.0f} "
+            f"| {_f(median(r.get('cpu_ms_per_request', float('nan')) for r in group), 3)} |"
         )
     return "\n".join(lines)
 
