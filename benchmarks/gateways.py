@@ -279,6 +279,11 @@ def main(argv: list[str] | None = None) -> int:
                 report["stream"] = stream(ts, args)
             if "turns" in tables:
                 report["turns"] = turns(ts, args)
+            report["guard_counters"] = {
+                target.name: procmem.guard_counters(target)
+                for name, target in ts.items()
+                if name.startswith("guard")
+            }
     if "memory" in tables:
         report["memory"] = memory(args, lifetime_s)
     report["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

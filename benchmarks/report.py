@@ -169,6 +169,20 @@ def turns_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def guard_counters_table(report: dict[str, Any]) -> str:
+    lines = [
+        "| guard | requests judged | decisions (direction/decision) | scoring failures |",
+        "|---|---:|---|---:|",
+    ]
+    for name, counters in report["guard_counters"].items():
+        decisions = ", ".join(f"{k} {v:,.0f}" for k, v in counters["decisions"].items() if v)
+        lines.append(
+            f"| {name} | {counters['chat_requests']:,.0f} | {decisions or '-'} "
+            f"| {counters['scoring_failures']:,.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def memory_table(report: dict[str, Any]) -> str:
     m = report["memory"]
     per_http = (m["rss_filled_mib"] - m["rss_warm_mib"]) * 2**20 / max(1, m["conversations"])
@@ -245,9 +259,9 @@ def targets_check(report: dict[str, Any]) -> str:
 def render(report: dict[str, Any]) -> str:
     m = report["machine"]
     scorer = (
-        "the shipped ONNX classifier"
+        f"the shipped ONNX classifier, model {report.get('model')}"
         if report["scorer"] == "onnx"
-        else ("the KeywordScorer (NOT the real model)")
+        else "the KeywordScorer (NOT the real model)"
     )
     head = [
         f"Measured {report['started']} to {report['finished']} on {m['cpu']}, {m['cores']} cores "
@@ -275,6 +289,11 @@ def render(report: dict[str, Any]) -> str:
             ("stream", "Streaming", stream_table),
             ("turns", "Cost against conversation length (guard in enforce mode)", turns_table),
             ("memory", "Memory", memory_table),
+            (
+                "guard_counters",
+                "What the guards decided during these runs (their /metrics)",
+                guard_counters_table,
+            ),
         ]
         if key in report
     ]
