@@ -2,7 +2,8 @@
 
 Prints the markdown tables, writes the plots to ``--img`` and, with ``--readme``, puts
 the tables between the ``<!-- gateways:begin -->`` and ``<!-- gateways:end -->``
-markers of benchmarks/README.md so the document quotes exactly what the file holds.
+markers of benchmarks/README.md (``--block proxy_hop`` for that block) so the document
+quotes exactly what the file holds.
 
     python3 -m benchmarks.report benchmarks/results/gateways.json --readme benchmarks/README.md
 """
@@ -20,7 +21,7 @@ from typing import Any
 
 from benchmarks.harness.stats import median, paired_added, ratio, spread
 
-BEGIN, END = "<!-- gateways:begin -->", "<!-- gateways:end -->"
+MARKERS = "<!-- {name}:begin -->", "<!-- {name}:end -->"
 
 
 def _f(value: float, digits: int = 2) -> str:
@@ -361,19 +362,21 @@ def plots(report: dict[str, Any], out: Path) -> list[Path]:
     return written
 
 
-def update_readme(readme: Path, text: str) -> None:
+def update_readme(readme: Path, text: str, block: str = "gateways") -> None:
+    begin, end = (marker.format(name=block) for marker in MARKERS)
     doc = readme.read_text()
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.DOTALL)
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.DOTALL)
     if not pattern.search(doc):
-        raise SystemExit(f"{readme}: no {BEGIN} … {END} markers")
-    readme.write_text(pattern.sub(lambda _: f"{BEGIN}\n{text}{END}", doc))
+        raise SystemExit(f"{readme}: no {begin} … {end} markers")
+    readme.write_text(pattern.sub(lambda _: f"{begin}\n{text}{end}", doc))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("result", type=Path)
     parser.add_argument("--img", type=Path, default=Path("benchmarks/img"))
-    parser.add_argument("--readme", type=Path, help="rewrite the gateways block of this file")
+    parser.add_argument("--readme", type=Path, help="rewrite a block of this file")
+    parser.add_argument("--block", default="gateways", help="which <!-- NAME:begin --> block")
     args = parser.parse_args()
     report = json.loads(args.result.read_text())
     text = render(report)
@@ -381,7 +384,7 @@ def main() -> int:
     for path in plots(report, args.img):
         print(f"plot: {path}", file=sys.stderr)
     if args.readme:
-        update_readme(args.readme, text)
+        update_readme(args.readme, text, args.block)
     return 0
 
 
