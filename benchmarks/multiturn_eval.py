@@ -309,6 +309,8 @@ async def run(args: argparse.Namespace) -> tuple[list[Trace], list[Trace]]:
     config = EscalationConfig(
         joint_turns=args.joint_turns,
         joint_chars=args.joint_chars,
+        joint_weight=args.joint_weight,
+        min_turn_words=args.min_turn_words,
         trend_weight=args.trend_weight,
         peak_decay=args.peak_decay,
     )
@@ -381,6 +383,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     defaults = EscalationConfig()
     parser.add_argument("--joint-turns", type=int, default=defaults.joint_turns)
     parser.add_argument("--joint-chars", type=int, default=defaults.joint_chars)
+    parser.add_argument("--joint-weight", type=float, default=defaults.joint_weight)
+    parser.add_argument("--min-turn-words", type=int, default=defaults.min_turn_words)
     parser.add_argument("--trend-weight", type=float, default=defaults.trend_weight)
     parser.add_argument("--peak-decay", type=float, default=defaults.peak_decay)
     parser.add_argument("--sweep", action="store_true", help="also tabulate flag thresholds")
