@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scorer", choices=("onnx", "keyword"), default="onnx")
     parser.add_argument("--model-dir", type=Path, default=Path("models"))
     parser.add_argument("--block-threshold", type=float, default=None)
-    parser.add_argument("--limit", type=int, default=0, help="first N of each train set")
+    parser.add_argument("--limit", type=int, default=0, help="N of each train set, evenly spaced")
     parser.add_argument("--max-benign", type=float, default=0.02)
     parser.add_argument("--min-turn-words", default="0,8")
     parser.add_argument("--joint-weight", default="0,0.5,1")

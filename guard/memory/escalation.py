@@ -42,7 +42,11 @@ class EscalationConfig:
     min_turn_words: int = 8
     trend_turns: int = 5  # user turns the slope is fitted over
     trend_min_turns: int = 3  # two points make a jump, not a trend
-    trend_weight: float = 1.0  # risk added per unit of positive slope (risk per turn)
+    # Risk added per unit of positive slope (risk per turn).  0 for the shipped model:
+    # on train/multiturn any weight made benign MT-Bench-101 conversations, whose turn
+    # scores wander, cross every flag threshold before attacks gained anything; the
+    # slope is still reported (ConversationJudgement.trend) for policies to use.
+    trend_weight: float = 0.0
     trend_cap: float = 0.25  # most the trend can add
     peak_decay: float = 0.8  # share of the peak risk carried to the next turn
     refusal_weight: float = 0.1  # added when the conversation was refused or blocked

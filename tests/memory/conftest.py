@@ -144,8 +144,8 @@ def make_memory(
 
 
 # The mechanics under test, independent of the weights tuned for the shipped model:
-# every turn counts alone, the joint score counts fully.
-MECHANICS = EscalationConfig(min_turn_words=0, joint_weight=1.0)
+# every turn counts alone, the joint score counts fully, a rising trend adds risk.
+MECHANICS = EscalationConfig(min_turn_words=0, joint_weight=1.0, trend_weight=1.0)
 
 
 @pytest.fixture

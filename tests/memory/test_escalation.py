@@ -6,7 +6,7 @@ from guard.memory.escalation import EscalationConfig, assess, slope
 from guard.memory.state import ConversationState
 from guard.scoring import HAZARDS, HarmScore
 
-CONFIG = EscalationConfig(min_turn_words=0, joint_weight=1.0)
+CONFIG = EscalationConfig(min_turn_words=0, joint_weight=1.0, trend_weight=1.0)
 
 
 def score(risk: float, category: str = "hate") -> HarmScore:
