@@ -33,8 +33,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import clients, payload, procmem, targets
-from benchmarks.harness.load import wrk
+from benchmarks.harness import clients, procmem, targets
+from benchmarks.harness.load import NumberedBody, WrkResult, wrk
 from benchmarks.harness.upstream import Chunking
 
 ALL_TARGETS = ["direct", "nginx", "guard-observe", "guard-enforce", "guard-enforce-hold", "litellm"]
@@ -50,19 +50,30 @@ def _log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def _measured(
+    target: targets.Target,
+    body: NumberedBody | None,
+    concurrency: int,
+    duration_s: float,
+    path: str = "/v1/chat/completions",
+) -> tuple[float, WrkResult]:
+    """One wrk run, with the target's CPU milliseconds per request over it."""
+    before = procmem.tree_cpu_s(target.root_pid) if target.root_pid else float("nan")
+    result = wrk(target, body, concurrency=concurrency, duration_s=duration_s, path=path)
+    after = procmem.tree_cpu_s(target.root_pid) if target.root_pid else float("nan")
+    return 1000 * (after - before) / max(1, result.requests), result
+
+
 def latency(ts: dict[str, targets.Target], args: argparse.Namespace) -> list[dict[str, Any]]:
-    body = payload.single_turn()
     whole = [target for name, target in ts.items() if name != HOLD]
     for target in whole:
-        wrk(target, body, concurrency=4, duration_s=2)  # warm pools, caches, model
+        wrk(target, NumberedBody.fresh(), concurrency=4, duration_s=2)  # warm pools, model
     runs: list[dict[str, Any]] = []
     for repeat in range(args.repeats):
         for concurrency in args.concurrency:
             for target in whole:
-                cpu_before = procmem.tree_cpu_s(target.root_pid) if target.root_pid else 0.0
-                result = wrk(target, body, concurrency=concurrency, duration_s=args.duration)
-                cpu_s = procmem.tree_cpu_s(target.root_pid) - cpu_before if target.root_pid else 0
-                cpu_ms = 1000 * cpu_s / result.requests if result.requests else float("nan")
+                body = NumberedBody.fresh()  # every request a new user turn, scored afresh
+                cpu_ms, result = _measured(target, body, concurrency, args.duration)
                 _log(
                     f"latency r{repeat} c={concurrency} {target.name}: p50 {result.p50_ms:.3f} "
                     f"p99 {result.p99_ms:.3f} ms, {result.requests_per_s:.0f} req/s, "
@@ -83,12 +94,12 @@ def hop(ts: dict[str, targets.Target], args: argparse.Namespace) -> list[dict[st
     for repeat in range(args.repeats):
         for concurrency in (1, 32):
             for target in hop_targets:
-                result = wrk(target, None, concurrency=concurrency, duration_s=2, path="/v1/models")
+                cpu_ms, result = _measured(target, None, concurrency, 2, path="/v1/models")
                 _log(
                     f"hop r{repeat} c={concurrency} {target.name}: p50 {result.p50_ms:.3f} ms, "
-                    f"{result.requests_per_s:.0f} req/s"
+                    f"{result.requests_per_s:.0f} req/s, {cpu_ms:.3f} cpu-ms/req"
                 )
-                runs.append({"repeat": repeat, **asdict(result)})
+                runs.append({"repeat": repeat, **asdict(result), "cpu_ms_per_request": cpu_ms})
     return runs
 
 
@@ -139,7 +150,7 @@ def memory(args: argparse.Namespace, lifetime_s: int) -> dict[str, Any]:
                 assert guard.pid is not None
                 time.sleep(1)
                 at_start = procmem.rss_mib(guard.pid)
-                wrk(guard, payload.single_turn(), concurrency=4, duration_s=2)
+                wrk(guard, NumberedBody.fresh(), concurrency=4, duration_s=2)
                 warm = procmem.rss_mib(guard.pid)
                 warm_held = procmem.conversations_held(guard)
                 fill = procmem.fill_conversations(
@@ -153,7 +164,7 @@ def memory(args: argparse.Namespace, lifetime_s: int) -> dict[str, Any]:
                 assert prefilled.pid is not None
                 prefill_s = time.monotonic() - started
                 pre_start = procmem.rss_mib(prefilled.pid)
-                wrk(prefilled, payload.single_turn(), concurrency=4, duration_s=2)
+                wrk(prefilled, NumberedBody.fresh(), concurrency=4, duration_s=2)
                 pre_warm = procmem.rss_mib(prefilled.pid)
                 pre_held = procmem.conversations_held(prefilled)
     _log(
@@ -176,6 +187,11 @@ def memory(args: argparse.Namespace, lifetime_s: int) -> dict[str, Any]:
         "prefilled_rss_warm_mib": pre_warm,
         "prefilled_conversations": pre_held,
     }
+
+
+def _model_version() -> str:
+    labels = json.loads((targets.MODEL_FILE.parent / "labels.json").read_text())
+    return f"{labels.get('model_version', '?')} (sha256 {labels.get('model_sha256', '?')[:12]})"
 
 
 def machine() -> dict[str, Any]:
@@ -223,11 +239,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--duration", type=int, default=3, help="seconds per wrk run")
     parser.add_argument("--concurrency", type=_ints, default=[1, 16, 32, 64])
-    parser.add_argument("--streams", type=int, default=20, help="streams per target per repeat")
+    parser.add_argument("--streams", type=int, default=15, help="streams per target per repeat")
     parser.add_argument("--chunk-chars", type=int, default=Chunking.chars)
     parser.add_argument("--chunk-delay-ms", type=float, default=Chunking.delay_ms)
     parser.add_argument("--turns", type=_ints, default=[1, 10, 50, 200])
-    parser.add_argument("--conversations", type=int, default=3)
+    parser.add_argument("--conversations", type=int, default=2)
     parser.add_argument("--fill", type=int, default=100_000)
     parser.add_argument("--fill-max-s", type=float, default=45, help="HTTP fill time cap")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/gateways.json"))
@@ -241,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "scorer": args.scorer,
+        "model": _model_version() if args.scorer == "onnx" else None,
         "guard_launcher": targets.launcher(args.scorer),
         "concurrency": args.concurrency,
         "repeats": args.repeats,
@@ -262,6 +279,11 @@ def main(argv: list[str] | None = None) -> int:
                 report["stream"] = stream(ts, args)
             if "turns" in tables:
                 report["turns"] = turns(ts, args)
+            report["guard_counters"] = {
+                target.name: procmem.guard_counters(target)
+                for name, target in ts.items()
+                if name.startswith("guard")
+            }
     if "memory" in tables:
         report["memory"] = memory(args, lifetime_s)
     report["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

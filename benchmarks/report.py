@@ -2,7 +2,8 @@
 
 Prints the markdown tables, writes the plots to ``--img`` and, with ``--readme``, puts
 the tables between the ``<!-- gateways:begin -->`` and ``<!-- gateways:end -->``
-markers of benchmarks/README.md so the document quotes exactly what the file holds.
+markers of benchmarks/README.md (``--block proxy_hop`` for that block) so the document
+quotes exactly what the file holds.
 
     python3 -m benchmarks.report benchmarks/results/gateways.json --readme benchmarks/README.md
 """
@@ -20,7 +21,7 @@ from typing import Any
 
 from benchmarks.harness.stats import median, paired_added, ratio, spread
 
-BEGIN, END = "<!-- gateways:begin -->", "<!-- gateways:end -->"
+MARKERS = "<!-- {name}:begin -->", "<!-- {name}:end -->"
 
 
 def _f(value: float, digits: int = 2) -> str:
@@ -94,8 +95,8 @@ def rps_table(report: dict[str, Any]) -> str:
 def hop_table(report: dict[str, Any]) -> str:
     groups = _by(report["hop"], "target", "concurrency")
     lines = [
-        "| concurrency | target | p50 ms | p99 ms | added p50 ms | req/s |",
-        "|---:|---|---:|---:|---:|---:|",
+        "| concurrency | target | p50 ms | p99 ms | added p50 ms | req/s | CPU ms/req |",
+        "|---:|---|---:|---:|---:|---:|---:|",
     ]
     for (target, c), group in sorted(groups.items(), key=lambda kv: kv[0][1]):
         base = groups[("direct", c)]
@@ -104,7 +105,8 @@ def hop_table(report: dict[str, Any]) -> str:
             f"| {c} | {target} | {_f(median(r['p50_ms'] for r in group), 3)} "
             f"| {_f(median(r['p99_ms'] for r in group), 3)} "
             f"| {_f(a50, 3) if target != 'direct' else '-'} "
-            f"| {median(r['requests_per_s'] for r in group):.0f} |"
+            f"| {median(r['requests_per_s'] for r in group):.0f} "
+            f"| {_f(median(r.get('cpu_ms_per_request', float('nan')) for r in group), 3)} |"
         )
     return "\n".join(lines)
 
@@ -165,6 +167,20 @@ def turns_table(report: dict[str, Any]) -> str:
     lines.append(
         f"{conversations} conversations; guard decisions seen: {', '.join(sorted(decisions))}."
     )
+    return "\n".join(lines)
+
+
+def guard_counters_table(report: dict[str, Any]) -> str:
+    lines = [
+        "| guard | requests judged | decisions (direction/decision) | scoring failures |",
+        "|---|---:|---|---:|",
+    ]
+    for name, counters in report["guard_counters"].items():
+        decisions = ", ".join(f"{k} {v:,.0f}" for k, v in counters["decisions"].items() if v)
+        lines.append(
+            f"| {name} | {counters['chat_requests']:,.0f} | {decisions or '-'} "
+            f"| {counters['scoring_failures']:,.0f} |"
+        )
     return "\n".join(lines)
 
 
@@ -244,9 +260,9 @@ def targets_check(report: dict[str, Any]) -> str:
 def render(report: dict[str, Any]) -> str:
     m = report["machine"]
     scorer = (
-        "the shipped ONNX classifier"
+        f"the shipped ONNX classifier, model {report.get('model')}"
         if report["scorer"] == "onnx"
-        else ("the KeywordScorer (NOT the real model)")
+        else "the KeywordScorer (NOT the real model)"
     )
     head = [
         f"Measured {report['started']} to {report['finished']} on {m['cpu']}, {m['cores']} cores "
@@ -274,6 +290,11 @@ def render(report: dict[str, Any]) -> str:
             ("stream", "Streaming", stream_table),
             ("turns", "Cost against conversation length (guard in enforce mode)", turns_table),
             ("memory", "Memory", memory_table),
+            (
+                "guard_counters",
+                "What the guards decided during these runs (their /metrics)",
+                guard_counters_table,
+            ),
         ]
         if key in report
     ]
@@ -341,19 +362,21 @@ def plots(report: dict[str, Any], out: Path) -> list[Path]:
     return written
 
 
-def update_readme(readme: Path, text: str) -> None:
+def update_readme(readme: Path, text: str, block: str = "gateways") -> None:
+    begin, end = (marker.format(name=block) for marker in MARKERS)
     doc = readme.read_text()
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.DOTALL)
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.DOTALL)
     if not pattern.search(doc):
-        raise SystemExit(f"{readme}: no {BEGIN} … {END} markers")
-    readme.write_text(pattern.sub(lambda _: f"{BEGIN}\n{text}{END}", doc))
+        raise SystemExit(f"{readme}: no {begin} … {end} markers")
+    readme.write_text(pattern.sub(lambda _: f"{begin}\n{text}{end}", doc))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("result", type=Path)
     parser.add_argument("--img", type=Path, default=Path("benchmarks/img"))
-    parser.add_argument("--readme", type=Path, help="rewrite the gateways block of this file")
+    parser.add_argument("--readme", type=Path, help="rewrite a block of this file")
+    parser.add_argument("--block", default="gateways", help="which <!-- NAME:begin --> block")
     args = parser.parse_args()
     report = json.loads(args.result.read_text())
     text = render(report)
@@ -361,7 +384,7 @@ def main() -> int:
     for path in plots(report, args.img):
         print(f"plot: {path}", file=sys.stderr)
     if args.readme:
-        update_readme(args.readme, text)
+        update_readme(args.readme, text, args.block)
     return 0
 
 

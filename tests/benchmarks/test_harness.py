@@ -32,7 +32,7 @@ def test_user_turn_is_64_tokens() -> None:
     tokenizer = Path("models/tokenizer.json")
     if not tokenizer.exists():
         pytest.skip("no shipped tokenizer in models/")
-    assert payload.token_count(payload.USER_TURN, tokenizer) == 64
+    assert payload.token_counts(tokenizer) == {64: 2000}
 
 
 def test_upstream_answers_whole_and_streamed_replies(upstream: targets.Target) -> None:
@@ -52,7 +52,7 @@ def test_process_tree_cpu_and_rss_are_read(upstream: targets.Target) -> None:
 
 @needs_wrk
 def test_wrk_counts_requests_and_failures(upstream: targets.Target) -> None:
-    result = load.wrk(upstream, payload.single_turn(), concurrency=2, duration_s=1)
+    result = load.wrk(upstream, load.NumberedBody.fresh(), concurrency=2, duration_s=1)
     assert result.requests > 0 and result.failures == 0
     assert 0 < result.p50_ms <= result.p99_ms <= result.max_ms
     missing = load.wrk(upstream, None, concurrency=1, duration_s=1, path="/nowhere")
@@ -62,7 +62,11 @@ def test_wrk_counts_requests_and_failures(upstream: targets.Target) -> None:
 def test_lua_script_varies_the_conversation_header() -> None:
     script = load.lua_script('{"a": 1}', {"Authorization": "Bearer k"}, "x-guard-conversation-id")
     assert 'wrk.body = "{\\"a\\": 1}"' in script
-    assert 'wrk.headers["x-guard-conversation-id"] = prefix .. counter' in script
+    assert 'wrk.headers["x-guard-conversation-id"] = "' in script
+    assert '-" .. counter' in script
+    assert "return wrk.format(nil, nil, nil, nil)" in script  # the fixed body
+    numbered = load.lua_script(load.NumberedBody("{", "}", 7), {})
+    assert 'return wrk.format(nil, nil, nil, "{" .. spaced(7 + counter) .. "}")' in numbered
     assert 'wrk.headers["Authorization"] = "Bearer k"' in script
 
 
