@@ -2,14 +2,16 @@
 
 Starts, each in its own process: a fast local upstream (a raw ASGI app under uvicorn),
 the guard in front of it (the real sidecar app with the zero-cost KeywordScorer, so this
-measures the hop, not a model), and nginx as a plain reverse proxy (temp config).  Then
-drives each with ``wrk`` at concurrency 1 and 32, for a pass-through GET and a judged
-chat completion POST, and prints p50/p99, requests/second and the p50 added over direct.
+measures the hop, not a model) once per upstream client asked for (``--client``: "guard"
+is the native client, "guard-httpx" the httpx one), and nginx as a plain reverse proxy
+(temp config).  Then drives each with ``wrk`` at concurrency 1 and 32, for a pass-through
+GET and a judged chat completion POST, and prints p50/p99, requests/second and the p50
+added over direct.
 
     python3 benchmarks/proxy_hop.py --duration 3 --rounds 3 --out benchmarks/results/proxy_hop.json
 
-Needs ``wrk`` and ``nginx`` (Debian: ``apt-get install wrk nginx-light``).  About 2 minutes
-with the default duration.
+Needs ``wrk`` and ``nginx`` (Debian: ``apt-get install wrk nginx-light``).  About 2.5 minutes
+with the defaults (both clients), under 2 with one.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -86,7 +88,7 @@ def serve_upstream(port: int) -> None:
     )
 
 
-def serve_guard(port: int, upstream_port: int) -> None:
+def serve_guard(port: int, upstream_port: int, client: str) -> None:
     import uvicorn
 
     from guard.decisions import Mode
@@ -98,7 +100,7 @@ def serve_guard(port: int, upstream_port: int) -> None:
 
     settings = load_settings(
         overrides={
-            "upstream": {"url": f"http://127.0.0.1:{upstream_port}"},
+            "upstream": {"url": f"http://127.0.0.1:{upstream_port}", "client": client},
             "server": {"port": port},
         },
         environ={},
@@ -241,13 +243,19 @@ def wrk(url: str, concurrency: int, duration: int, script: Path | None) -> dict[
     }
 
 
-def measure(duration: int, rounds: int) -> tuple[list[Run], dict[str, float]]:
+GUARD_TARGETS = {"native": "guard", "httpx": "guard-httpx"}  # upstream client -> target
+
+
+def measure(
+    duration: int, rounds: int, clients: list[str]
+) -> tuple[list[Run], dict[str, dict[str, float]]]:
     """Every (route, concurrency) runs each target once per round, interleaved, so a
-    neighbour's load on this shared machine hits all three targets alike."""
+    neighbour's load on this shared machine hits all targets alike."""
     for tool in ("wrk", "nginx"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} not found: apt-get install wrk nginx-light")
-    up, guard, nginx = free_port(), free_port(), free_port()
+    up, nginx = free_port(), free_port()
+    guards = {client: free_port() for client in clients}
     me = [sys.executable, str(Path(__file__).resolve())]
     runs: list[Run] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -260,20 +268,18 @@ def measure(duration: int, rounds: int) -> tuple[list[Run], dict[str, float]]:
             'wrk.headers["Content-Type"] = "application/json"\n'
             'wrk.headers["Authorization"] = "Bearer sk-bench"\n'
         )
-        with (
-            process([*me, "--role", "upstream", "--port", str(up)]) as upstream_proc,
-            process(
-                [*me, "--role", "guard", "--port", str(guard), "--upstream-port", str(up)]
-            ) as guard_proc,
-            process(["nginx", "-c", str(conf), "-p", tmp]) as nginx_proc,
-        ):
-            for port in (up, guard, nginx):
+        with ExitStack() as running:
+            upstream_proc = running.enter_context(
+                process([*me, "--role", "upstream", "--port", str(up)])
+            )
+            nginx_proc = running.enter_context(process(["nginx", "-c", str(conf), "-p", tmp]))
+            targets = {"direct": (up, upstream_proc.pid), "nginx": (nginx, nginx_proc.pid)}
+            for client, port in guards.items():
+                role = ["--role", "guard", "--port", str(port), "--upstream-port", str(up)]
+                guard_proc = running.enter_context(process([*me, *role, "--client", client]))
+                targets[GUARD_TARGETS[client]] = (port, guard_proc.pid)
+            for port, _ in targets.values():
                 wait_for(port)
-            targets = {
-                "direct": (up, upstream_proc.pid),
-                "nginx": (nginx, nginx_proc.pid),
-                "guard": (guard, guard_proc.pid),
-            }
             routes = {
                 "GET /v1/models (pass-through)": ("/v1/models", None),
                 "POST /v1/chat/completions (judged)": ("/v1/chat/completions", post),
@@ -294,7 +300,7 @@ def measure(duration: int, rounds: int) -> tuple[list[Run], dict[str, float]]:
                     for target, (_, pid) in targets.items():
                         runs.append(_summarise(target, route, concurrency, results[target], pid))
                         _print(runs[-1])
-            engine_ms = engine_time_ms(guard)
+            engine_ms = {GUARD_TARGETS[c]: engine_time_ms(port) for c, port in guards.items()}
     print(
         f"  engine time per judged request (guard_overhead_seconds): {engine_ms}", file=sys.stderr
     )
@@ -370,6 +376,12 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=3, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved runs per target")
     parser.add_argument("--out", type=Path, help="write the runs as JSON here")
+    parser.add_argument(
+        "--client",
+        choices=("native", "httpx", "both"),
+        default="both",
+        help="the guard's upstream client(s) to measure, side by side (default both)",
+    )
     parser.add_argument("--role", choices=("upstream", "guard"), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--upstream-port", type=int, help=argparse.SUPPRESS)
@@ -378,10 +390,11 @@ def main() -> int:
         serve_upstream(args.port)
         return 0
     if args.role == "guard":
-        serve_guard(args.port, args.upstream_port)
+        serve_guard(args.port, args.upstream_port, args.client)
         return 0
+    clients = ["native", "httpx"] if args.client == "both" else [args.client]
     load = os.getloadavg()
-    runs, engine_ms = measure(args.duration, args.rounds)
+    runs, engine_ms = measure(args.duration, args.rounds, clients)
     if any(run.errors for run in runs):
         print("some requests failed; figures are not valid", file=sys.stderr)
         return 1
@@ -395,6 +408,7 @@ def main() -> int:
             "load_average_at_start": load,
             "duration_s": args.duration,
             "rounds": args.rounds,
+            "clients": clients,
             "engine_ms_per_judged_request": engine_ms,
             "runs": [asdict(run) for run in runs],
         }
