@@ -9,8 +9,8 @@ conversation id, at debug level, and reads everything the process wrote.
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
