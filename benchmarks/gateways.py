@@ -89,7 +89,8 @@ def hop(ts: dict[str, targets.Target], args: argparse.Namespace) -> list[dict[st
     LiteLLM answers /v1/models from its own config without calling the upstream, so it is
     no pass-through and is left out.
     """
-    hop_targets = [t for name, t in ts.items() if name in ("direct", "nginx", "guard-enforce")]
+    hop_names = ("direct", "nginx", "guard-enforce", "guard-enforce-httpx")
+    hop_targets = [t for name, t in ts.items() if name in hop_names]
     runs: list[dict[str, Any]] = []
     for repeat in range(args.repeats):
         for concurrency in (1, 32):

@@ -174,7 +174,9 @@ def make_scorer(name: str, model_dir: Path) -> Scorer:
     if hasattr(onnx_scorer, "from_settings"):
         from guard.settings import ClassifierSettings
 
-        return onnx_scorer.from_settings(ClassifierSettings(model_dir=model_dir))  # type: ignore[no-any-return]
+        # Offline runs on a shared machine: a slow batch is not a failure here.
+        settings = ClassifierSettings(model_dir=model_dir, timeout_s=120)
+        return onnx_scorer.from_settings(settings)  # type: ignore[no-any-return]
     return onnx_scorer(model_dir)  # type: ignore[no-any-return]
 
 
@@ -268,14 +270,21 @@ def score(attacks: list[Trace], benign: list[Trace], flag: float, block: float) 
 
 
 def dialogues_of(args: argparse.Namespace) -> list[tuple[Dialogue, bool]]:
-    """(dialogue, is_attack) for the split's sets, the first ``--limit`` of each."""
+    """(dialogue, is_attack) for the split's sets, ``--limit`` of each (spread out)."""
     split_dir = args.data / args.split / "multiturn"
     limit = args.limit or None
     attack_sets = [load(split_dir / f"{name}.norm.jsonl") for name in ATTACK_SETS[args.split]]
     benign_sets = [load(split_dir / f"{name}.norm.jsonl") for name in BENIGN_SETS[args.split]]
-    dialogues = [(d, True) for ds in attack_sets for d in ds[:limit]]
-    dialogues += [(d, False) for ds in benign_sets for d in ds[:limit]]
+    dialogues = [(d, True) for ds in attack_sets for d in _spread(ds, limit)]
+    dialogues += [(d, False) for ds in benign_sets for d in _spread(ds, limit)]
     return dialogues
+
+
+def _spread(dialogues: list[Dialogue], limit: int | None) -> list[Dialogue]:
+    """``limit`` dialogues evenly spaced through the file (files are grouped by kind)."""
+    if limit is None or limit >= len(dialogues):
+        return dialogues
+    return [dialogues[i * len(dialogues) // limit] for i in range(limit)]
 
 
 async def replay_all(
@@ -309,6 +318,8 @@ async def run(args: argparse.Namespace) -> tuple[list[Trace], list[Trace]]:
     config = EscalationConfig(
         joint_turns=args.joint_turns,
         joint_chars=args.joint_chars,
+        joint_weight=args.joint_weight,
+        min_turn_words=args.min_turn_words,
         trend_weight=args.trend_weight,
         peak_decay=args.peak_decay,
     )
@@ -381,10 +392,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     defaults = EscalationConfig()
     parser.add_argument("--joint-turns", type=int, default=defaults.joint_turns)
     parser.add_argument("--joint-chars", type=int, default=defaults.joint_chars)
+    parser.add_argument("--joint-weight", type=float, default=defaults.joint_weight)
+    parser.add_argument("--min-turn-words", type=int, default=defaults.min_turn_words)
     parser.add_argument("--trend-weight", type=float, default=defaults.trend_weight)
     parser.add_argument("--peak-decay", type=float, default=defaults.peak_decay)
     parser.add_argument("--sweep", action="store_true", help="also tabulate flag thresholds")
-    parser.add_argument("--limit", type=int, default=0, help="first N of each set (smoke runs)")
+    parser.add_argument("--limit", type=int, default=0, help="N of each set, evenly spaced")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json-out", type=Path, default=None)
     args = parser.parse_args(argv)

@@ -53,17 +53,24 @@ async def tune(args: argparse.Namespace) -> None:
     _, block = thresholds(args.model_dir, None, args.block_threshold)
     shared = SharedScores(make_scorer(args.scorer, args.model_dir))
     print(f"train dialogues: {len(dialogues)}; block threshold {block:.3f}\n")
-    print("| joint_chars | peak_decay | trend_weight | flag threshold | attacks caught "
-          "| worst benign set | per-turn alone caught |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|")
+    print("| min_turn_words | joint_weight | peak_decay | trend_weight | flag threshold "
+          "| attacks caught | worst benign set | per-turn alone caught |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
     try:
         grid = itertools.product(
-            [int(v) for v in _floats(args.joint_chars)],
+            [int(v) for v in _floats(args.min_turn_words)],
+            _floats(args.joint_weight),
             _floats(args.peak_decay),
             _floats(args.trend_weight),
         )
-        for joint_chars, decay, trend in grid:
-            config = EscalationConfig(joint_chars=joint_chars, peak_decay=decay, trend_weight=trend)
+        for words, joint_weight, decay, trend in grid:
+            config = EscalationConfig(
+                min_turn_words=words,
+                joint_weight=joint_weight,
+                peak_decay=decay,
+                trend_weight=trend,
+            )
+            row = f"| {words} | {joint_weight} | {decay} | {trend} |"
             attacks, benign = await replay_all(
                 dialogues, shared, config, seed=7, modes=("explicit",)
             )
@@ -74,11 +81,11 @@ async def tune(args: argparse.Namespace) -> None:
                     chosen = result
                     break
             if chosen is None:
-                print(f"| {joint_chars} | {decay} | {trend} | none | | | |")
+                print(f"{row} none | | | |")
                 continue
             worst = max(chosen.benign_flagged.values(), default=0.0)
             print(
-                f"| {joint_chars} | {decay} | {trend} | {chosen.flag_threshold:.2f} | "
+                f"{row} {chosen.flag_threshold:.2f} | "
                 f"{100 * chosen.attack_caught:.1f}% | {100 * worst:.1f}% | "
                 f"{100 * chosen.attack_caught_single:.1f}% |",
                 flush=True,
@@ -93,11 +100,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scorer", choices=("onnx", "keyword"), default="onnx")
     parser.add_argument("--model-dir", type=Path, default=Path("models"))
     parser.add_argument("--block-threshold", type=float, default=None)
-    parser.add_argument("--limit", type=int, default=0, help="first N of each train set")
+    parser.add_argument("--limit", type=int, default=0, help="N of each train set, evenly spaced")
     parser.add_argument("--max-benign", type=float, default=0.02)
-    parser.add_argument("--joint-chars", default="256,480")
+    parser.add_argument("--min-turn-words", default="0,8")
+    parser.add_argument("--joint-weight", default="0,0.5,1")
     parser.add_argument("--peak-decay", default="0.6,0.8")
     parser.add_argument("--trend-weight", default="0,1")
+    # (the joint window's length is a cost choice: benchmarks/memory_cost.py --joint-chars)
     asyncio.run(tune(parser.parse_args(argv)))
     return 0
 

@@ -8,6 +8,8 @@ The same tables with the real classifier and the other gateways: ``benchmarks.ga
 
     python3 benchmarks/proxy_hop.py --duration 3 --rounds 3 --out benchmarks/results/proxy_hop.json
 
+``--client native|httpx|both`` picks the guard's upstream client (default both, side by side).
+
 Needs ``wrk`` and ``nginx`` (Debian: ``apt-get install wrk nginx-light``).
 """
 
@@ -28,9 +30,15 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=3, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved repeats per target")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/proxy_hop.json"))
+    parser.add_argument(
+        "--client", choices=("native", "httpx", "both"), default="both",
+        help="the guard's upstream client (upstream.client); both: side by side",
+    )  # fmt: skip
     args = parser.parse_args()
+    guards = {"native": ["guard-enforce"], "httpx": ["guard-enforce-httpx"]}
+    chosen = guards["native"] + guards["httpx"] if args.client == "both" else guards[args.client]
     status = gateways.main([
-        "--scorer", "keyword", "--targets", "direct,nginx,guard-enforce",
+        "--scorer", "keyword", "--targets", ",".join(["direct", "nginx", *chosen]),
         "--tables", "latency,hop", "--concurrency", "1,32",
         "--repeats", str(args.rounds), "--duration", str(args.duration), "--out", str(args.out),
     ])  # fmt: skip

@@ -192,7 +192,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         log.info("guard_started", upstream=upstream.base_url,
-                 mode=settings.policy.mode)  # fmt: skip
+                 upstream_client=settings.upstream.client, mode=settings.policy.mode)  # fmt: skip
         if owns_engine:
             await guard_engine.start(watch_policies=settings.policy.watch)
         try:

@@ -3,8 +3,10 @@
 :meth:`Upstream.open` sends a request (body bytes or a stream of them) and yields an
 :class:`UpstreamReply` whose status and headers have arrived and whose body is read as
 it comes.  Every failure, when opening or mid-body, becomes :class:`UpstreamUnavailable`,
-:class:`UpstreamTimeout` or :class:`UpstreamBadResponse`.  The HTTP/1.1 itself is
-:mod:`guard.http1` (chosen over httpx for the hop's cost: benchmarks/README.md).
+:class:`UpstreamTimeout` or :class:`UpstreamBadResponse`.  The HTTP itself is
+:mod:`guard.http1` by default (chosen over httpx for the hop's cost: benchmarks/README.md)
+or, with ``upstream.client: httpx``, :mod:`guard.upstream_httpx` (HTTP/2, proxy and CA
+variables from the environment), which translates httpx's errors itself.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import functools
 import zlib
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from guard.errors import (
@@ -22,7 +25,7 @@ from guard.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from guard.http1 import Origin, Pool, ProtocolError, Response
+from guard.http1 import Origin, Pool, ProtocolError
 from guard.settings import UpstreamSettings
 
 Headers = list[tuple[bytes, bytes]]
@@ -49,10 +52,33 @@ def upstream_kind(exc: UpstreamError) -> str:
     return "unavailable"
 
 
+class _Response(Protocol):
+    """What a pool's request returns (:class:`guard.http1.Response` or the httpx one)."""
+
+    status: int
+    headers: Headers
+
+    def aiter_raw(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class _Pool(Protocol):
+    async def request(
+        self,
+        method: str,
+        target: bytes,
+        headers: Iterable[tuple[bytes, bytes]],
+        content: bytes | AsyncIterable[bytes] | None,
+    ) -> _Response: ...
+
+    async def aclose(self) -> None: ...
+
+
 class UpstreamReply:
     """An upstream response whose head has arrived; the body is read on demand."""
 
-    def __init__(self, response: Response) -> None:
+    def __init__(self, response: _Response) -> None:
         self._response = response
         self.status = response.status
         self.headers: Headers = response.headers
@@ -105,13 +131,19 @@ class Upstream:
         )
         self.base_url = f"{parts.scheme}://{origin.authority.decode()}{parts.path}"
         self._prefix = parts.path.rstrip("/").encode()
-        self._pool = Pool(
-            origin,
-            connect_timeout=settings.connect_timeout_s,
-            read_timeout=settings.read_timeout_s,
-            write_timeout=settings.read_timeout_s,
-            max_connections=settings.max_connections,
-        )
+        self._pool: _Pool
+        if settings.client == "httpx":
+            from guard.upstream_httpx import HttpxPool  # imported only when chosen
+
+            self._pool = HttpxPool(origin, settings)
+        else:
+            self._pool = Pool(
+                origin,
+                connect_timeout=settings.connect_timeout_s,
+                read_timeout=settings.read_timeout_s,
+                write_timeout=settings.read_timeout_s,
+                max_connections=settings.max_connections,
+            )
 
     def url_for(self, raw_path: bytes, query_string: bytes = b"") -> bytes:
         """The upstream request target for an incoming path (under the upstream URL's path)."""

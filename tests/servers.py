@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
+import pytest
 import uvicorn
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
@@ -58,15 +59,24 @@ class Guard:
             time.sleep(0.01)
 
 
+UPSTREAM_CLIENTS = ("native", "httpx")
+# Runs a test once per upstream client (the guard fixtures take ``upstream_client``);
+# module scope, so a module-scoped guard is started once per client, not per test.
+both_clients = pytest.mark.parametrize(
+    "upstream_client", UPSTREAM_CLIENTS, indirect=True, scope="module"
+)
+
+
 def running_guard(
     upstream_url: str,
     mode: Mode = Mode.ENFORCE,
     *,
     engine: Engine | None = None,
     overrides: dict[str, Any] | None = None,
+    client: str = "native",
 ) -> Iterator[Guard]:
     """Start the sidecar on a free port in front of ``upstream_url`` (a generator fixture)."""
-    merged: dict[str, Any] = {"upstream": {"url": upstream_url}}
+    merged: dict[str, Any] = {"upstream": {"url": upstream_url, "client": client}}
     for section, values in (overrides or {}).items():
         merged[section] = {**merged.get(section, {}), **values}
     settings = load_settings(overrides=merged, environ={})

@@ -18,6 +18,7 @@ from servers import (
     FakeUpstream,
     Guard,
     ServerThread,
+    both_clients,
     fake_upstream_app,
     reason_of,
     running_guard,
@@ -52,8 +53,8 @@ def fake(upstream: tuple[FakeUpstream, str]) -> FakeUpstream:
 
 
 @pytest.fixture(scope="module")
-def enforce(upstream: tuple[FakeUpstream, str]) -> Iterator[Guard]:
-    yield from running_guard(upstream[1], Mode.ENFORCE)
+def enforce(upstream: tuple[FakeUpstream, str], upstream_client: str) -> Iterator[Guard]:
+    yield from running_guard(upstream[1], Mode.ENFORCE, client=upstream_client)
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +72,7 @@ def aclient(guard: Guard) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=f"{guard.url}/v1", api_key="sk-test-secret", max_retries=0)
 
 
+@both_clients
 def test_allowed_completion_relays_upstream_bytes_unchanged(
     enforce: Guard, fake: FakeUpstream, upstream: tuple[FakeUpstream, str]
 ) -> None:
@@ -84,6 +86,7 @@ def test_allowed_completion_relays_upstream_bytes_unchanged(
     assert len(through.headers["x-request-id"]) >= 16
 
 
+@both_clients
 def test_openai_client_sync_non_streaming(enforce: Guard, fake: FakeUpstream) -> None:
     with client(enforce) as c:
         raw = c.chat.completions.with_raw_response.create(model="fast", messages=USER)
@@ -95,6 +98,7 @@ def test_openai_client_sync_non_streaming(enforce: Guard, fake: FakeUpstream) ->
     assert seen.headers["x-request-id"] == raw.headers["x-request-id"]
 
 
+@both_clients
 async def test_openai_client_async_non_streaming(enforce: Guard, fake: FakeUpstream) -> None:
     async with aclient(enforce) as c:
         answer = await c.chat.completions.create(model="fast", messages=USER)
@@ -131,6 +135,7 @@ def test_blocked_streaming_request_gets_a_valid_stream(enforce: Guard, fake: Fak
     assert fake.chat_requests() == []
 
 
+@both_clients
 def test_bare_refusal_of_a_risky_request_is_rewritten(enforce: Guard, fake: FakeUpstream) -> None:
     messages = [{"role": "user", "content": "tell me about lock picking"}]
     with client(enforce) as c:
@@ -174,6 +179,7 @@ def test_observe_mode_forwards_and_says_what_it_would_do(
     assert observe.sample("guard_would_decisions_total", direction="request", decision="block") >= 1
 
 
+@both_clients
 def test_sync_stream_passes_chunks_as_they_arrive(enforce: Guard, fake: FakeUpstream) -> None:
     """The upstream holds chunk 2 back until the client has seen chunk 1 (no buffering)."""
     received: list[tuple[float, str]] = []
@@ -195,6 +201,7 @@ def test_sync_stream_passes_chunks_as_they_arrive(enforce: Guard, fake: FakeUpst
     assert received[0][0] < fake.sent_at[-1]
 
 
+@both_clients
 async def test_async_stream_passes_chunks_as_they_arrive(
     enforce: Guard, fake: FakeUpstream
 ) -> None:
@@ -216,6 +223,7 @@ async def test_async_stream_passes_chunks_as_they_arrive(
     assert received[0][0] < fake.sent_at[-1]
 
 
+@both_clients
 def test_stream_relays_upstream_events_byte_for_byte(
     enforce: Guard, fake: FakeUpstream, upstream: tuple[FakeUpstream, str]
 ) -> None:
@@ -278,6 +286,7 @@ def test_history_with_tools_multimodal_and_developer_messages_is_accepted(
     assert len(fake.chat_requests()) == 1
 
 
+@both_clients
 def test_upstream_error_status_is_relayed_as_is(enforce: Guard, fake: FakeUpstream) -> None:
     response = httpx.post(
         f"{enforce.url}/v1/chat/completions", json={"model": "status-429", "messages": USER}

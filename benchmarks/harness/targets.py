@@ -204,6 +204,7 @@ def guard(
     *,
     hold_benign: bool = False,
     prefill: int = 0,
+    client: str = "native",
 ) -> Iterator[Target]:
     """The guard in ``mode``; ``scorer`` is "onnx" (``guard serve``) or "keyword".
 
@@ -214,7 +215,7 @@ def guard(
     (:mod:`benchmarks.harness.guard_server`).
     """
     port = free_port()
-    env = {"GUARD_LOGGING__LEVEL": "info"}
+    env = {"GUARD_LOGGING__LEVEL": "info", "GUARD_UPSTREAM__CLIENT": client}
     if hold_benign:
         policies = tmp / "policies-hold"
         shutil.copytree(POLICIES, policies, dirs_exist_ok=True)
@@ -237,6 +238,7 @@ def guard(
     with _process(args, lifetime_s=lifetime_s, log=log, env=env) as proc:
         _wait_http(port, "/healthz", 120 + prefill / 200, proc, log)
         name = f"guard-{mode}" + ("-hold" if hold_benign else "")
+        name += "" if client == "native" else f"-{client}"
         name += "" if scorer == "onnx" else " (keyword scorer)"
         yield Target(name, port, pid=_child_pid(proc.pid), root_pid=proc.pid)
 
@@ -278,6 +280,10 @@ def litellm(tmp: Path, up: Target, lifetime_s: int) -> Iterator[Target]:
         yield Target("litellm", port, headers={"Authorization": f"Bearer {key}"}, root_pid=proc.pid)
 
 
+# guard-enforce-httpx: the same guard with upstream.client httpx instead of the native pool.
+GUARD_TARGETS = ("guard-observe", "guard-enforce", "guard-enforce-hold", "guard-enforce-httpx")
+
+
 @contextmanager
 def all_targets(
     names: list[str], *, scorer: str, chunking: Chunking, lifetime_s: int
@@ -294,11 +300,12 @@ def all_targets(
                 started[name] = stack.enter_context(nginx(tmp, up, lifetime_s))
             elif name == "litellm":
                 started[name] = stack.enter_context(litellm(tmp, up, lifetime_s))
-            elif name in ("guard-observe", "guard-enforce", "guard-enforce-hold"):
+            elif name in GUARD_TARGETS:
                 mode = name.split("-")[1]
                 hold = name.endswith("-hold")
+                client = "httpx" if name.endswith("-httpx") else "native"
                 started[name] = stack.enter_context(
-                    guard(tmp, up, mode, scorer, lifetime_s, hold_benign=hold)
+                    guard(tmp, up, mode, scorer, lifetime_s, hold_benign=hold, client=client)
                 )
             else:
                 raise ValueError(f"unknown target {name!r}")

@@ -28,7 +28,8 @@ class Peak:
 
 @dataclass(frozen=True, slots=True)
 class Scored:
-    recent: list[HarmScore]  # the last user turns, oldest first
+    recent: list[HarmScore]  # the last user turns, oldest first, as scored
+    counted: list[HarmScore]  # the same as they count alone (fragments benign)
     joint: HarmScore
     fresh_turns: int
     earlier: Peak | None  # the worst freshly scored turn before the recent window

@@ -18,7 +18,7 @@ import structlog
 
 from guard.errors import StateStoreError, StateStoreUnavailable
 from guard.memory.changes import Peak, Scored, judged, recorded, with_peak
-from guard.memory.escalation import EscalationConfig, assess, joint_text
+from guard.memory.escalation import EscalationConfig, assess, joint_text, standalone
 from guard.memory.identity import (
     ConversationKey,
     Keyring,
@@ -139,7 +139,7 @@ class ConversationMemory:
         ]
         integrity = check_history(known, assistant_hashes, len(users))
         scored = await self._score(users)
-        recent, joint, fresh = scored.recent, scored.joint, scored.fresh_turns
+        recent, joint, fresh = scored.counted, scored.joint, scored.fresh_turns
         turn = len(users)
         decay = self._config.peak_decay
         view = with_peak(known, scored.earlier, turn, decay)
@@ -169,7 +169,7 @@ class ConversationMemory:
             conversation=key.conversation,
             tenant=key.tenant,
             turn=len(users),
-            turn_score=recent[-1] if recent else HarmScore.benign(),
+            turn_score=scored.recent[-1] if scored.recent else HarmScore.benign(),
             joint_score=joint,
             risk=esc.risk,
             trend=esc.trend,
@@ -261,7 +261,12 @@ class ConversationMemory:
             for text_hash, score in zip(missing, results, strict=True):
                 self._scores.put(text_hash, score)
                 found[text_hash] = score
+        first = len(hashes) - len(recent)
         recent_scores = [found[h] for h in recent]
+        counted = [
+            standalone(score, users[first + i], first + i, self._config)
+            for i, score in enumerate(recent_scores)
+        ]
         if joint_hash is not None:
             joint_score = found[joint_hash]
         else:
@@ -272,9 +277,11 @@ class ConversationMemory:
         older = len(hashes) - len(recent)
         for index, text_hash in enumerate(hashes[:older]):
             older_score = found.get(text_hash)
+            if older_score is not None:
+                older_score = standalone(older_score, users[index], index, self._config)
             if older_score is not None and (earlier is None or older_score.risk >= earlier.risk):
                 earlier = Peak(older_score.risk, index + 1, older_score.category)
-        return Scored(recent_scores, joint_score, fresh_turns, earlier)
+        return Scored(recent_scores, counted, joint_score, fresh_turns, earlier)
 
     async def _read(self, storage_key: str) -> ConversationState | None:
         try:

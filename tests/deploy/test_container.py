@@ -318,10 +318,10 @@ def test_image_steps_install_a_guard_that_runs_and_passes_its_health_check(
         argv, cwd=app, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     (health,) = _all(final, "HEALTHCHECK")
-    check = shlex.split(health.args)
-    check_cmd = json.loads(health.args[health.args.index("CMD") + 3 :].strip())
-    assert "CMD" in check
-    check_cmd = [part.replace(":8080/", f":{port}/") for part in check_cmd]
+    _, cmd_keyword, exec_form = health.args.partition("CMD ")
+    assert cmd_keyword, "HEALTHCHECK without CMD"
+    image_port = image_env["GUARD_SERVER__PORT"]
+    check_cmd = [part.replace(f":{image_port}/", f":{port}/") for part in json.loads(exec_form)]
     try:
         deadline = time.monotonic() + 60
         while True:
