@@ -1,8 +1,9 @@
 """What conversation memory costs: judge() latency as histories grow, and resident memory.
 
-Latency: for each turn N in --turns, --conversations conversations are driven through
-the guard up to turn N-1 (judge, then record the relayed reply: the warm-up), then the
-request of turn N, carrying the whole history as clients send it, is timed.  During
+Latency: for each turn N in --turns, --conversations conversations (a quarter of them
+past turn 50) are driven through the guard up to turn N-1 (judge, then record the
+relayed reply: the warm-up), then the request of turn N, carrying the whole history as
+clients send it, is timed.  Rounds interleave the turns against load drift.  During
 the warm-up a keyword scorer stands in for the configured one so that long histories
 do not take minutes of inference; the timed request scores its new texts with the
 configured scorer (``--scorer onnx`` for the real model).  In-memory store.
@@ -32,6 +33,7 @@ from benchmarks.multiturn_eval import make_scorer
 from guard.conversation import Conversation, Message
 from guard.decisions import GuardRequest
 from guard.memory import ConversationMemory
+from guard.memory.escalation import EscalationConfig
 from guard.memory.identity import Keyring
 from guard.memory.memory_store import MemoryStore
 from guard.memory.score_cache import ScoreCache
@@ -167,24 +169,39 @@ async def resident_memory(conversations: int) -> dict[str, float]:
 async def main_async(args: argparse.Namespace) -> None:
     scorer = SwitchScorer(make_scorer(args.scorer, args.model_dir))
     store = MemoryStore(ttl_s=86_400, max_conversations=1_000_000, max_bytes=1 << 31)
-    memory = ConversationMemory(scorer, store, Keyring(b"memory-cost-benchmark-key"))
+    memory = ConversationMemory(
+        scorer,
+        store,
+        Keyring(b"memory-cost-benchmark-key"),
+        config=EscalationConfig(joint_turns=args.joint_turns, joint_chars=args.joint_chars),
+    )
     try:
         # One untimed conversation first: imports, allocator and model warm-up.
         await latency_at(memory, scorer, 3, 2, offset=10_000_000)
-        print(f"## memory_cost: scorer={args.scorer}, in-memory store, judge() latency\n")
+        print(
+            f"## memory_cost: scorer={args.scorer}, joint_turns={args.joint_turns}, "
+            f"joint_chars={args.joint_chars}, "
+            "in-memory store, judge() latency\n"
+        )
         print("| turn | conversations | median ms | p90 ms | median / turn 1 |")
         print("|---|---|---|---|---|")
+        # Rounds interleave the turns, so load changes on a shared machine hit every
+        # turn alike; turns past 50 are sampled every 4th round (their warm-up is long).
+        samples: dict[int, list[float]] = {turn: [] for turn in args.turns}
         offset = 0
-        base = None
+        for round_ in range(args.conversations):
+            for turn in args.turns:
+                if turn > 50 and round_ % 4:
+                    continue
+                samples[turn] += await latency_at(memory, scorer, turn, 1, offset)
+                offset += 1
+        base = statistics.median(samples[args.turns[0]])
         for turn in args.turns:
-            count = args.conversations if turn <= 50 else max(args.conversations // 4, 10)
-            samples = await latency_at(memory, scorer, turn, count, offset)
-            offset += count
-            median = statistics.median(samples)
-            p90 = statistics.quantiles(samples, n=10)[-1] if len(samples) >= 10 else max(samples)
-            base = base or median
+            median = statistics.median(samples[turn])
+            got = samples[turn]
+            p90 = statistics.quantiles(got, n=10)[-1] if len(got) >= 10 else max(got)
             ms = f"{1000 * median:.3f} | {1000 * p90:.3f}"
-            print(f"| {turn} | {count} | {ms} | {median / base:.2f} |")
+            print(f"| {turn} | {len(got)} | {ms} | {median / base:.2f} |")
     finally:
         await memory.aclose()
     if args.memory_conversations:
@@ -212,6 +229,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--turns", type=int, nargs="+", default=[1, 2, 10, 50, 200])
     parser.add_argument("--conversations", type=int, default=100, help="timed requests per turn")
     parser.add_argument("--memory-conversations", type=int, default=100_000)
+    parser.add_argument(
+        "--joint-turns",
+        type=int,
+        default=EscalationConfig().joint_turns,
+        help="user turns scored jointly (0: joint scoring off, memory.joint_turns)",
+    )
+    parser.add_argument("--joint-chars", type=int, default=EscalationConfig().joint_chars)
     args = parser.parse_args(argv)
     asyncio.run(main_async(args))
     return 0

@@ -174,7 +174,9 @@ def make_scorer(name: str, model_dir: Path) -> Scorer:
     if hasattr(onnx_scorer, "from_settings"):
         from guard.settings import ClassifierSettings
 
-        return onnx_scorer.from_settings(ClassifierSettings(model_dir=model_dir))  # type: ignore[no-any-return]
+        # Offline runs on a shared machine: a slow batch is not a failure here.
+        settings = ClassifierSettings(model_dir=model_dir, timeout_s=120)
+        return onnx_scorer.from_settings(settings)  # type: ignore[no-any-return]
     return onnx_scorer(model_dir)  # type: ignore[no-any-return]
 
 
@@ -267,37 +269,64 @@ def score(attacks: list[Trace], benign: list[Trace], flag: float, block: float) 
     )
 
 
-async def run(args: argparse.Namespace) -> tuple[list[Trace], list[Trace]]:
+def dialogues_of(args: argparse.Namespace) -> list[tuple[Dialogue, bool]]:
+    """(dialogue, is_attack) for the split's sets, ``--limit`` of each (spread out)."""
     split_dir = args.data / args.split / "multiturn"
     limit = args.limit or None
     attack_sets = [load(split_dir / f"{name}.norm.jsonl") for name in ATTACK_SETS[args.split]]
     benign_sets = [load(split_dir / f"{name}.norm.jsonl") for name in BENIGN_SETS[args.split]]
-    dialogues = [(d, True) for ds in attack_sets for d in ds[:limit]]
-    dialogues += [(d, False) for ds in benign_sets for d in ds[:limit]]
+    dialogues = [(d, True) for ds in attack_sets for d in _spread(ds, limit)]
+    dialogues += [(d, False) for ds in benign_sets for d in _spread(ds, limit)]
+    return dialogues
+
+
+def _spread(dialogues: list[Dialogue], limit: int | None) -> list[Dialogue]:
+    """``limit`` dialogues evenly spaced through the file (files are grouped by kind)."""
+    if limit is None or limit >= len(dialogues):
+        return dialogues
+    return [dialogues[i * len(dialogues) // limit] for i in range(limit)]
+
+
+async def replay_all(
+    dialogues: Sequence[tuple[Dialogue, bool]],
+    scorer: Scorer,
+    config: EscalationConfig,
+    *,
+    seed: int,
+    modes: Sequence[str] = ("explicit", "fingerprint"),
+) -> tuple[list[Trace], list[Trace]]:
+    """Replay every dialogue through a fresh memory; (attack traces, benign traces)."""
     pool = [" ".join(r.split()) for d, _ in dialogues for r in d.replies if r]
-    scorer = make_scorer(args.scorer, args.model_dir)
-    config = EscalationConfig(
-        joint_turns=args.joint_turns,
-        trend_weight=args.trend_weight,
-        peak_decay=args.peak_decay,
-    )
     store = MemoryStore(ttl_s=86_400, max_conversations=1_000_000, max_bytes=1 << 31)
     memory = ConversationMemory(
         scorer, store, Keyring(b"multiturn-eval-key-0123456789"), config=config,
         score_cache_entries=1_000_000,
     )  # fmt: skip
-    rng = random.Random(args.seed)
+    rng = random.Random(seed)
     attacks: list[Trace] = []
     benign: list[Trace] = []
+    for dialogue, is_attack in dialogues:
+        trace = Trace(dialogue.id, dialogue.source)
+        for mode in modes:
+            await replay(memory, dialogue, mode=mode, trace=trace, replayed_pool=pool, rng=rng)
+        (attacks if is_attack else benign).append(trace)
+    return attacks, benign
+
+
+async def run(args: argparse.Namespace) -> tuple[list[Trace], list[Trace]]:
+    scorer = make_scorer(args.scorer, args.model_dir)
+    config = EscalationConfig(
+        joint_turns=args.joint_turns,
+        joint_chars=args.joint_chars,
+        joint_weight=args.joint_weight,
+        min_turn_words=args.min_turn_words,
+        trend_weight=args.trend_weight,
+        peak_decay=args.peak_decay,
+    )
     try:
-        for dialogue, is_attack in dialogues:
-            trace = Trace(dialogue.id, dialogue.source)
-            for mode in ("explicit", "fingerprint"):
-                await replay(memory, dialogue, mode=mode, trace=trace, replayed_pool=pool, rng=rng)
-            (attacks if is_attack else benign).append(trace)
+        return await replay_all(dialogues_of(args), scorer, config, seed=args.seed)
     finally:
         await scorer.aclose()
-    return attacks, benign
 
 
 def report(result: Scores, args: argparse.Namespace, seconds: float) -> str:
@@ -362,10 +391,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--block-threshold", type=float, default=None)
     defaults = EscalationConfig()
     parser.add_argument("--joint-turns", type=int, default=defaults.joint_turns)
+    parser.add_argument("--joint-chars", type=int, default=defaults.joint_chars)
+    parser.add_argument("--joint-weight", type=float, default=defaults.joint_weight)
+    parser.add_argument("--min-turn-words", type=int, default=defaults.min_turn_words)
     parser.add_argument("--trend-weight", type=float, default=defaults.trend_weight)
     parser.add_argument("--peak-decay", type=float, default=defaults.peak_decay)
     parser.add_argument("--sweep", action="store_true", help="also tabulate flag thresholds")
-    parser.add_argument("--limit", type=int, default=0, help="first N of each set (smoke runs)")
+    parser.add_argument("--limit", type=int, default=0, help="N of each set, evenly spaced")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json-out", type=Path, default=None)
     args = parser.parse_args(argv)

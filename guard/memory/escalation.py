@@ -33,9 +33,20 @@ class EscalationConfig:
     # The joint text's tail is kept to about one classifier window (128 tokens), so the
     # second text a request scores costs what a short turn costs.
     joint_chars: int = 480
+    # The joint score's share in the conversation risk.  Tuned on train/multiturn: the
+    # current classifier scores benign cipher/word-mapping conversations (tomgibbs-*)
+    # high when joined, so the joint alone may raise risk to 0.5, not flag.
+    joint_weight: float = 0.5
+    # A later turn shorter than this many words is judged only in context (the joint
+    # text): classifiers score fragments ("individual - personal") erratically.
+    min_turn_words: int = 8
     trend_turns: int = 5  # user turns the slope is fitted over
     trend_min_turns: int = 3  # two points make a jump, not a trend
-    trend_weight: float = 1.0  # risk added per unit of positive slope (risk per turn)
+    # Risk added per unit of positive slope (risk per turn).  0 for the shipped model:
+    # on train/multiturn any weight made benign MT-Bench-101 conversations, whose turn
+    # scores wander, cross every flag threshold before attacks gained anything; the
+    # slope is still reported (ConversationJudgement.trend) for policies to use.
+    trend_weight: float = 0.0
     trend_cap: float = 0.25  # most the trend can add
     peak_decay: float = 0.8  # share of the peak risk carried to the next turn
     refusal_weight: float = 0.1  # added when the conversation was refused or blocked
@@ -64,6 +75,18 @@ def joint_text(users: Sequence[str], config: EscalationConfig) -> str | None:
     return text
 
 
+def standalone(score: HarmScore, text: str, index: int, config: EscalationConfig) -> HarmScore:
+    """The score a turn counts with on its own: a later fragment counts as benign.
+
+    The first turn has no context to be judged in, so it always counts.
+    """
+    if index == 0 or config.min_turn_words <= 0:
+        return score
+    if len(text.split(None, config.min_turn_words)) >= config.min_turn_words:
+        return score
+    return HarmScore.benign()
+
+
 def slope(values: Sequence[float]) -> float:
     """Least-squares slope of ``values`` against their index (0 for < 2 values)."""
     n = len(values)
@@ -86,16 +109,18 @@ def assess(
 ) -> Escalation:
     """Combine the signals for the newest user turn (``recent[-1]``).
 
-    ``recent`` holds the scores of the last user turns, oldest first (at least
-    ``trend_turns`` of them when the conversation has that many); ``turn`` is the newest
-    turn's number, ``len(recent)`` when omitted.
+    ``recent`` holds the standalone scores of the last user turns, oldest first (at
+    least ``trend_turns`` of them when the conversation has that many), fragments
+    already replaced by :func:`standalone`; ``turn`` is the newest turn's number,
+    ``len(recent)`` when omitted.
     """
     last = recent[-1] if recent else HarmScore.benign()
     turn = len(recent) if turn is None else turn
     risks = [s.risk for s in recent[-config.trend_turns :]]
     trend = slope(risks) if len(risks) >= config.trend_min_turns else 0.0
-    source = joint if joint.risk > last.risk else last
-    base, category = source.risk, source.category
+    joint_risk = config.joint_weight * joint.risk
+    source = joint if joint_risk > last.risk else last
+    base, category = max(joint_risk, last.risk), source.category
     risk = base + min(config.trend_weight * max(trend, 0.0), config.trend_cap)
     if state is not None:
         if state.peak_risk > 0.0 and state.peak_category is not None:

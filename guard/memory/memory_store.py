@@ -12,7 +12,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from guard.memory.state import ConversationState
+from guard.memory.state import ConversationState, decode_for_update
 from guard.memory.store import Change
 from guard.metrics import GuardMetrics
 
@@ -56,7 +56,7 @@ class MemoryStore:
         self._put(key, state)
 
     async def update(self, key: str, change: Change) -> ConversationState:
-        state = change(self._get(key))
+        state = change(self._get(key, for_update=True))
         self._put(key, state)
         return state
 
@@ -65,7 +65,7 @@ class MemoryStore:
         self._bytes = 0
         self._report()
 
-    def _get(self, key: str) -> ConversationState | None:
+    def _get(self, key: str, *, for_update: bool = False) -> ConversationState | None:
         entry = self._items.get(key)
         if entry is None:
             return None
@@ -75,7 +75,7 @@ class MemoryStore:
             self._report()
             return None
         self._items.move_to_end(key)
-        return ConversationState.from_bytes(raw)
+        return decode_for_update(raw) if for_update else ConversationState.from_bytes(raw)
 
     def _put(self, key: str, state: ConversationState) -> None:
         raw = state.to_bytes()

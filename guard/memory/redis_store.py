@@ -22,7 +22,7 @@ from redis.exceptions import RedisError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from guard.errors import StateStoreError, StateStoreUnavailable
-from guard.memory.state import ConversationState
+from guard.memory.state import ConversationState, decode_for_update
 from guard.memory.store import Change
 
 KEY_PREFIX = "guard:conv:"
@@ -67,7 +67,7 @@ class RedisStore:
                     try:
                         await pipe.watch(name)
                         raw = await pipe.get(name)
-                        current = None if raw is None else ConversationState.from_bytes(raw)
+                        current = decode_for_update(raw)
                         state = change(current)
                         pipe.multi()  # type: ignore[no-untyped-call]
                         pipe.set(name, state.to_bytes(), ex=self._ttl)

@@ -11,7 +11,11 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any
 
+import structlog
+
 from guard.errors import StateStoreError
+
+log = structlog.get_logger(__name__)
 
 MAX_RELAYED = 256  # assistant replies remembered per conversation (the newest)
 _VERSION = 1
@@ -74,3 +78,18 @@ class ConversationState:
             )
         except (ValueError, TypeError, KeyError, IndexError) as exc:
             raise StateStoreError("conversation state is unreadable") from exc
+
+
+def decode_for_update(raw: bytes | str | None) -> ConversationState | None:
+    """The current state for a read-modify-write; an unreadable one is started afresh.
+
+    Raising here would leave a corrupt (or older-version) entry in place for its whole
+    TTL, so every request of the conversation would fail to record.
+    """
+    if raw is None:
+        return None
+    try:
+        return ConversationState.from_bytes(raw)
+    except StateStoreError:
+        log.warning("state_unreadable_replaced")
+        return None

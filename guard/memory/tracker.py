@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import structlog
 
 from guard.errors import StateStoreError, StateStoreUnavailable
-from guard.memory.escalation import EscalationConfig, assess, joint_text
+from guard.memory.changes import Peak, Scored, judged, recorded, with_peak
+from guard.memory.escalation import EscalationConfig, assess, joint_text, standalone
 from guard.memory.identity import (
     ConversationKey,
     Keyring,
@@ -139,10 +139,10 @@ class ConversationMemory:
         ]
         integrity = check_history(known, assistant_hashes, len(users))
         scored = await self._score(users)
-        recent, joint, fresh = scored.recent, scored.joint, scored.fresh_turns
+        recent, joint, fresh = scored.counted, scored.joint, scored.fresh_turns
         turn = len(users)
         decay = self._config.peak_decay
-        view = _with_peak(known, scored.earlier, turn, decay)
+        view = with_peak(known, scored.earlier, turn, decay)
         esc = assess(recent, joint, view, self._config, turn=turn)
         # "No single turn reached it": judged over the recent turns, which are the
         # ones the joint score and the trend look at.
@@ -154,7 +154,7 @@ class ConversationMemory:
         )
         await self._write(
             key.storage_key,
-            _judged(
+            judged(
                 seed=view,
                 turn=turn,
                 peaks=(Peak(esc.base, turn, esc.base_category), scored.earlier),
@@ -169,7 +169,7 @@ class ConversationMemory:
             conversation=key.conversation,
             tenant=key.tenant,
             turn=len(users),
-            turn_score=recent[-1] if recent else HarmScore.benign(),
+            turn_score=scored.recent[-1] if scored.recent else HarmScore.benign(),
             joint_score=joint,
             risk=esc.risk,
             trend=esc.trend,
@@ -201,7 +201,7 @@ class ConversationMemory:
         """
         reply_hash = self._keyring.text(relayed) if relayed is not None else None
         refused_category = category or judgement.category
-        change = _recorded(
+        change = recorded(
             turn=judgement.turn,
             reply_hash=reply_hash,
             refused=refusal is not None and refusal.is_refusal,
@@ -261,7 +261,12 @@ class ConversationMemory:
             for text_hash, score in zip(missing, results, strict=True):
                 self._scores.put(text_hash, score)
                 found[text_hash] = score
+        first = len(hashes) - len(recent)
         recent_scores = [found[h] for h in recent]
+        counted = [
+            standalone(score, users[first + i], first + i, self._config)
+            for i, score in enumerate(recent_scores)
+        ]
         if joint_hash is not None:
             joint_score = found[joint_hash]
         else:
@@ -272,9 +277,11 @@ class ConversationMemory:
         older = len(hashes) - len(recent)
         for index, text_hash in enumerate(hashes[:older]):
             older_score = found.get(text_hash)
+            if older_score is not None:
+                older_score = standalone(older_score, users[index], index, self._config)
             if older_score is not None and (earlier is None or older_score.risk >= earlier.risk):
                 earlier = Peak(older_score.risk, index + 1, older_score.category)
-        return Scored(recent_scores, joint_score, fresh_turns, earlier)
+        return Scored(recent_scores, counted, joint_score, fresh_turns, earlier)
 
     async def _read(self, storage_key: str) -> ConversationState | None:
         try:
@@ -302,101 +309,3 @@ class ConversationMemory:
             self._metrics.history_faults.labels(kind="pruned").inc()
         if escalated:
             self._metrics.escalations.inc()
-
-
-@dataclass(frozen=True, slots=True)
-class Peak:
-    """A risk observed at a turn, carried forward with a per-turn decay."""
-
-    risk: float
-    turn: int
-    category: str
-
-    def at(self, turn: int, decay: float) -> float:
-        return self.risk * decay ** max(turn - self.turn, 0)
-
-
-@dataclass(frozen=True, slots=True)
-class Scored:
-    recent: list[HarmScore]  # the last user turns, oldest first
-    joint: HarmScore
-    fresh_turns: int
-    earlier: Peak | None  # the worst freshly scored turn before the recent window
-
-
-def _peak_of(state: ConversationState) -> Peak | None:
-    if state.peak_category is None or state.peak_risk <= 0.0:
-        return None
-    return Peak(state.peak_risk, state.peak_turn, state.peak_category)
-
-
-def _with_peak(
-    state: ConversationState | None, candidate: Peak | None, turn: int, decay: float
-) -> ConversationState | None:
-    """``state`` with ``candidate`` as its peak where that weighs more at ``turn``."""
-    if candidate is None or candidate.risk <= 0.0:
-        return state
-    current = _peak_of(state) if state is not None else None
-    if current is not None and current.at(turn, decay) >= candidate.at(turn, decay):
-        return state
-    return replace(
-        state or ConversationState(),
-        peak_risk=candidate.risk,
-        peak_turn=candidate.turn,
-        peak_category=candidate.category,
-    )
-
-
-def _judged(
-    *,
-    seed: ConversationState | None,
-    turn: int,
-    peaks: Sequence[Peak | None],
-    escalated: bool,
-    decay: float,
-    now: float,
-) -> Change:
-    """State change after a judgement: turns seen, the peak, the escalation mark."""
-
-    def change(current: ConversationState | None) -> ConversationState:
-        state = current or seed or ConversationState()
-        for peak in peaks:
-            state = _with_peak(state, peak, turn, decay) or state
-        return replace(
-            state,
-            user_turns=max(state.user_turns, turn),
-            escalated=state.escalated or escalated,
-            updated_at=now,
-        )
-
-    return change
-
-
-def _recorded(
-    *,
-    turn: int,
-    reply_hash: str | None,
-    refused: bool,
-    blocked: bool,
-    category: str | None,
-    now: float,
-) -> Change:
-    """State change after a relayed reply or a block."""
-
-    def change(current: ConversationState | None) -> ConversationState:
-        state = current or ConversationState(user_turns=turn)
-        if reply_hash is not None:
-            state = state.with_relayed(reply_hash)
-        if refused or blocked:
-            categories = set(state.refused_categories)
-            if category is not None:
-                categories.add(category)
-            state = replace(
-                state,
-                refusals=state.refusals + int(refused),
-                blocks=state.blocks + int(blocked),
-                refused_categories=tuple(sorted(categories)),
-            )
-        return replace(state, updated_at=now)
-
-    return change

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from guard.memory.escalation import EscalationConfig
 from guard.memory.identity import Keyring
 from guard.memory.memory_store import MemoryStore
 from guard.memory.redis_store import RedisStore
@@ -142,6 +143,11 @@ def make_memory(
     return build
 
 
+# The mechanics under test, independent of the weights tuned for the shipped model:
+# every turn counts alone, the joint score counts fully, a rising trend adds risk.
+MECHANICS = EscalationConfig(min_turn_words=0, joint_weight=1.0, trend_weight=1.0)
+
+
 @pytest.fixture
 def memory(make_memory: Callable[..., ConversationMemory]) -> ConversationMemory:
-    return make_memory()
+    return make_memory(config=MECHANICS)

@@ -6,7 +6,7 @@ from guard.memory.escalation import EscalationConfig, assess, slope
 from guard.memory.state import ConversationState
 from guard.scoring import HAZARDS, HarmScore
 
-CONFIG = EscalationConfig()
+CONFIG = EscalationConfig(min_turn_words=0, joint_weight=1.0, trend_weight=1.0)
 
 
 def score(risk: float, category: str = "hate") -> HarmScore:
@@ -74,3 +74,19 @@ def test_joint_text_joins_recent_turns_and_keeps_the_tail() -> None:
     text = joint_text(long, CONFIG)
     assert text is not None and text.endswith("the newest turn")
     assert len(text) <= CONFIG.joint_chars and text.startswith("word")
+
+
+def test_later_fragments_count_only_in_context() -> None:
+    from guard.memory.escalation import standalone
+
+    config = EscalationConfig(min_turn_words=8)
+    harmful = score(0.9)
+    assert standalone(harmful, "individual - personal", 3, config).risk == 0.0
+    assert standalone(harmful, "individual - personal", 0, config) is harmful  # no context yet
+    long_turn = "please tell me in detail how this would be done at home"
+    assert standalone(harmful, long_turn, 3, config) is harmful
+
+
+def test_joint_weight_scales_the_joint_share() -> None:
+    result = assess([score(0.05)], score(0.9), None, EscalationConfig(joint_weight=0.5))
+    assert result.risk == pytest.approx(0.45) and result.base == pytest.approx(0.45)

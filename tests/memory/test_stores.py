@@ -130,3 +130,17 @@ async def test_redis_store_sets_ttl_on_every_write(redis_server: RedisServer) ->
         assert isinstance(raw, bytes) and b"hate" in raw  # categories, hashes: no text
     finally:
         await store.aclose()
+
+
+async def test_unreadable_state_is_replaced_on_update(store: StateStore) -> None:
+    # An entry from another version (or corrupted) must not block the conversation's
+    # records for its whole TTL: reads report it, the next update starts afresh.
+    if isinstance(store, MemoryStore):
+        store._items["t:bad"] = (float("inf"), b"{not json")
+    else:
+        assert isinstance(store, RedisStore)
+        await store._redis.set(KEY_PREFIX + "t:bad", b"{not json")
+    with pytest.raises(StateStoreError):
+        await store.get("t:bad")
+    state = await store.update("t:bad", lambda current: current or STATE)
+    assert state == STATE and await store.get("t:bad") == STATE
