@@ -29,16 +29,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import clients, payload, procmem, targets
-from benchmarks.harness.load import wrk
+from benchmarks.harness import clients, procmem, targets
+from benchmarks.harness.load import NumberedBody, WrkResult, wrk
 from benchmarks.harness.upstream import Chunking
 
-ALL_TARGETS = ["direct", "nginx", "guard-observe", "guard-enforce", "litellm"]
+ALL_TARGETS = ["direct", "nginx", "guard-observe", "guard-enforce", "guard-enforce-hold", "litellm"]
+HOLD = "guard-enforce-hold"  # streams only: non-streaming replies are judged whole anyway
 ALL_TABLES = ["latency", "hop", "stream", "turns", "memory"]
 
 
@@ -50,18 +50,30 @@ def _log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def _measured(
+    target: targets.Target,
+    body: NumberedBody | None,
+    concurrency: int,
+    duration_s: float,
+    path: str = "/v1/chat/completions",
+) -> tuple[float, WrkResult]:
+    """One wrk run, with the target's CPU milliseconds per request over it."""
+    before = procmem.tree_cpu_s(target.root_pid) if target.root_pid else float("nan")
+    result = wrk(target, body, concurrency=concurrency, duration_s=duration_s, path=path)
+    after = procmem.tree_cpu_s(target.root_pid) if target.root_pid else float("nan")
+    return 1000 * (after - before) / max(1, result.requests), result
+
+
 def latency(ts: dict[str, targets.Target], args: argparse.Namespace) -> list[dict[str, Any]]:
-    body = payload.single_turn()
-    for target in ts.values():
-        wrk(target, body, concurrency=4, duration_s=2)  # warm pools, caches, model
+    whole = [target for name, target in ts.items() if name != HOLD]
+    for target in whole:
+        wrk(target, NumberedBody.fresh(), concurrency=4, duration_s=2)  # warm pools, model
     runs: list[dict[str, Any]] = []
     for repeat in range(args.repeats):
         for concurrency in args.concurrency:
-            for target in ts.values():
-                cpu_before = procmem.tree_cpu_s(target.root_pid) if target.root_pid else 0.0
-                result = wrk(target, body, concurrency=concurrency, duration_s=args.duration)
-                cpu_s = procmem.tree_cpu_s(target.root_pid) - cpu_before if target.root_pid else 0
-                cpu_ms = 1000 * cpu_s / result.requests if result.requests else float("nan")
+            for target in whole:
+                body = NumberedBody.fresh()  # every request a new user turn, scored afresh
+                cpu_ms, result = _measured(target, body, concurrency, args.duration)
                 _log(
                     f"latency r{repeat} c={concurrency} {target.name}: p50 {result.p50_ms:.3f} "
                     f"p99 {result.p99_ms:.3f} ms, {result.requests_per_s:.0f} req/s, "
@@ -77,17 +89,18 @@ def hop(ts: dict[str, targets.Target], args: argparse.Namespace) -> list[dict[st
     LiteLLM answers /v1/models from its own config without calling the upstream, so it is
     no pass-through and is left out.
     """
-    hop_targets = [t for name, t in ts.items() if name in ("direct", "nginx", "guard-enforce")]
+    hop_names = ("direct", "nginx", "guard-enforce", "guard-enforce-httpx")
+    hop_targets = [t for name, t in ts.items() if name in hop_names]
     runs: list[dict[str, Any]] = []
     for repeat in range(args.repeats):
         for concurrency in (1, 32):
             for target in hop_targets:
-                result = wrk(target, None, concurrency=concurrency, duration_s=2, path="/v1/models")
+                cpu_ms, result = _measured(target, None, concurrency, 2, path="/v1/models")
                 _log(
                     f"hop r{repeat} c={concurrency} {target.name}: p50 {result.p50_ms:.3f} ms, "
-                    f"{result.requests_per_s:.0f} req/s"
+                    f"{result.requests_per_s:.0f} req/s, {cpu_ms:.3f} cpu-ms/req"
                 )
-                runs.append({"repeat": repeat, **asdict(result)})
+                runs.append({"repeat": repeat, **asdict(result), "cpu_ms_per_request": cpu_ms})
     return runs
 
 
@@ -124,29 +137,62 @@ def turns(ts: dict[str, targets.Target], args: argparse.Namespace) -> list[dict[
 
 
 def memory(args: argparse.Namespace, lifetime_s: int) -> dict[str, Any]:
-    """A fresh enforce guard: RSS idle at start, after one request, and with the store full."""
-    with tempfile.TemporaryDirectory(prefix="guard-bench-mem-") as tmp, ExitStack() as stack:
-        up = stack.enter_context(targets.upstream(Path(tmp), Chunking(), lifetime_s))
-        guard = stack.enter_context(
-            targets.guard(Path(tmp), up, "enforce", args.scorer, lifetime_s)
-        )
-        assert guard.pid is not None
-        time.sleep(1)
-        at_start = procmem.rss_mib(guard.pid)
-        wrk(guard, payload.single_turn(), concurrency=1, duration_s=1)
-        after_first = procmem.rss_mib(guard.pid)
-        fill = procmem.fill_conversations(guard, args.fill, max_s=args.fill_max_s)
-        filled = procmem.rss_mib(guard.pid)
+    """Guard RSS: idle at start, warm, filled over HTTP (time-capped), and prefilled.
+
+    The HTTP fill is the real path (one-turn conversations with fresh explicit ids) for
+    ``--fill-max-s`` seconds; a second guard process stores ``--fill`` conversations at
+    start-up through the memory's own calls (:mod:`benchmarks.harness.guard_server`),
+    since 100,000 HTTP requests would take minutes on two cores.
+    """
+    with tempfile.TemporaryDirectory(prefix="guard-bench-mem-") as tmp_name:
+        tmp = Path(tmp_name)
+        with targets.upstream(tmp, Chunking(), lifetime_s) as up:
+            with targets.guard(tmp, up, "enforce", args.scorer, lifetime_s) as guard:
+                assert guard.pid is not None
+                time.sleep(1)
+                at_start = procmem.rss_mib(guard.pid)
+                wrk(guard, NumberedBody.fresh(), concurrency=4, duration_s=2)
+                warm = procmem.rss_mib(guard.pid)
+                warm_held = procmem.conversations_held(guard)
+                fill = procmem.fill_conversations(
+                    guard, args.fill, max_s=args.fill_max_s, step_s=args.fill_max_s / 3
+                )
+                filled = procmem.rss_mib(guard.pid)
+            started = time.monotonic()
+            with targets.guard(
+                tmp, up, "enforce", args.scorer, lifetime_s, prefill=args.fill
+            ) as prefilled:
+                assert prefilled.pid is not None
+                prefill_s = time.monotonic() - started
+                pre_start = procmem.rss_mib(prefilled.pid)
+                wrk(prefilled, NumberedBody.fresh(), concurrency=4, duration_s=2)
+                pre_warm = procmem.rss_mib(prefilled.pid)
+                pre_held = procmem.conversations_held(prefilled)
     _log(
-        f"memory: {at_start:.1f} MiB at start, {after_first:.1f} warm, {filled:.1f} MiB "
-        f"with {fill.conversations} conversations ({fill.seconds:.0f} s)"
+        f"memory: {at_start:.1f} MiB at start, {warm:.1f} warm, {filled:.1f} MiB with "
+        f"{fill.conversations} conversations over HTTP ({fill.seconds:.0f} s); {pre_warm:.1f} "
+        f"MiB with {pre_held} prefilled"
     )
     return {
         "rss_start_mib": at_start,
-        "rss_warm_mib": after_first,
+        "rss_warm_mib": warm,
+        "warm_conversations": warm_held,
         "rss_filled_mib": filled,
         **asdict(fill),
+        "prefill_launcher": (
+            f"python3 -m benchmarks.harness.guard_server --scorer {args.scorer} "
+            f"--prefill {args.fill}"
+        ),
+        "prefill_seconds": prefill_s,
+        "prefilled_rss_start_mib": pre_start,
+        "prefilled_rss_warm_mib": pre_warm,
+        "prefilled_conversations": pre_held,
     }
+
+
+def _model_version() -> str:
+    labels = json.loads((targets.MODEL_FILE.parent / "labels.json").read_text())
+    return f"{labels.get('model_version', '?')} (sha256 {labels.get('model_sha256', '?')[:12]})"
 
 
 def machine() -> dict[str, Any]:
@@ -194,13 +240,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--duration", type=int, default=3, help="seconds per wrk run")
     parser.add_argument("--concurrency", type=_ints, default=[1, 16, 32, 64])
-    parser.add_argument("--streams", type=int, default=20, help="streams per target per repeat")
+    parser.add_argument("--streams", type=int, default=15, help="streams per target per repeat")
     parser.add_argument("--chunk-chars", type=int, default=Chunking.chars)
     parser.add_argument("--chunk-delay-ms", type=float, default=Chunking.delay_ms)
     parser.add_argument("--turns", type=_ints, default=[1, 10, 50, 200])
-    parser.add_argument("--conversations", type=int, default=3)
+    parser.add_argument("--conversations", type=int, default=2)
     parser.add_argument("--fill", type=int, default=100_000)
-    parser.add_argument("--fill-max-s", type=float, default=180)
+    parser.add_argument("--fill-max-s", type=float, default=45, help="HTTP fill time cap")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/gateways.json"))
     args = parser.parse_args(argv)
     names = args.targets.split(",")
@@ -212,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "scorer": args.scorer,
+        "model": _model_version() if args.scorer == "onnx" else None,
+        "guard_launcher": targets.launcher(args.scorer),
         "concurrency": args.concurrency,
         "repeats": args.repeats,
         "duration_s": args.duration,
@@ -232,6 +280,11 @@ def main(argv: list[str] | None = None) -> int:
                 report["stream"] = stream(ts, args)
             if "turns" in tables:
                 report["turns"] = turns(ts, args)
+            report["guard_counters"] = {
+                target.name: procmem.guard_counters(target)
+                for name, target in ts.items()
+                if name.startswith("guard")
+            }
     if "memory" in tables:
         report["memory"] = memory(args, lifetime_s)
     report["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

@@ -98,6 +98,10 @@ class Engine:
         self._source = policies
 
     @property
+    def scorer(self) -> Scorer:
+        return self._scorer
+
+    @property
     def policies(self) -> PolicySet:
         """The policy set a request arriving now is decided with."""
         current = self._source if isinstance(self._source, PolicySet) else self._source.current()

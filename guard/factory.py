@@ -1,20 +1,31 @@
-"""Builds the engine a server runs from settings.
+"""Builds the engine a server runs, from settings: the one place the parts are wired.
 
-PLACEHOLDER until integration: the lead replaces :func:`build_engine` with the real
-construction (ONNX scorer, conversation memory, policies).  For now it wires the
-deterministic :class:`guard.testing.KeywordScorer` so ``guard serve`` runs end to end.
+Everything heavy is built eagerly here, at start-up, so a missing model, an unavailable
+execution provider, an invalid policy or a Redis store without a secret stops the guard
+before it accepts a request (each as a :class:`guard.errors.ConfigError` or
+:class:`guard.errors.ModelLoadError` naming what is wrong).
 """
 
 from __future__ import annotations
 
-from guard.decisions import Mode
+from guard.classifier import OnnxScorer
 from guard.engine import Engine
+from guard.memory import ConversationMemory
 from guard.metrics import GuardMetrics
+from guard.policy.provider import PolicyProvider
+from guard.scoring import Scorer
 from guard.settings import Settings
-from guard.testing import KeywordScorer
 
 
-def build_engine(settings: Settings, metrics: GuardMetrics) -> Engine:
-    """The engine for ``settings`` (placeholder: keyword scorer, mode from settings)."""
-    mode = Mode(settings.policy.mode) if settings.policy.mode else Mode.OBSERVE
-    return Engine(KeywordScorer(), mode=mode)
+def build_engine(
+    settings: Settings, metrics: GuardMetrics, *, scorer: Scorer | None = None
+) -> Engine:
+    """The engine for ``settings``: ONNX scorer, conversation memory, policies.
+
+    ``scorer`` replaces the ONNX model (tests and the scripted demo pass one).
+    """
+    policies = PolicyProvider.from_settings(settings.policy, metrics)  # applies --mode
+    if scorer is None:
+        scorer = OnnxScorer.from_settings(settings.classifier, metrics=metrics)
+    memory = ConversationMemory.from_settings(settings.memory, scorer, metrics)
+    return Engine(scorer, policies=policies, memory=memory, metrics=metrics)

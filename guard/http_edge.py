@@ -2,7 +2,7 @@
 
 Header names, request ids, hop-by-hop filtering, reading a request body under a size
 limit, and turning a :class:`guard.errors.GuardError` into a status and an OpenAI error
-body.  Nothing here knows Starlette or httpx.
+body.  Nothing here knows Starlette or the upstream client.
 """
 
 from __future__ import annotations

@@ -40,8 +40,8 @@ def configure_logging(settings: LogSettings) -> None:
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=level, stream=sys.stderr, format="%(name)s %(levelname)s %(message)s")
-    # httpx logs every request's URL at info: a write per request, and the query string
-    # may carry credentials.  The guard's own request_completed event replaces it.
+    # httpx (used by embedding apps) logs every request's URL at info: a write per
+    # request, and the query string may carry credentials.
     for name in ("httpx", "httpcore"):
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
 

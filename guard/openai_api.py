@@ -102,6 +102,14 @@ def parse_chat_request(body: bytes) -> ChatRequest:
     )
 
 
+def with_system_message(body: bytes, text: str) -> bytes:
+    """A validated request body with ``text`` appended as a final system message."""
+    data = json.loads(body)
+    data["messages"] = [*data["messages"], {"role": "system", "content": text}]
+    data.pop("stream", None)  # a retry is only ever asked for a whole reply
+    return json.dumps(data).encode()
+
+
 def error_body(message: str, error_type: str, param: str | None, code: str | None) -> bytes:
     """OpenAI's error shape: ``{"error": {"message", "type", "param", "code"}}``."""
     payload = {"error": {"message": message, "type": error_type, "param": param, "code": code}}

@@ -11,7 +11,6 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import httpx
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -41,8 +40,8 @@ from guard.upstream import Upstream, UpstreamReply, upstream_kind
 
 log = get_logger("guard.proxy")
 
-# httpx sets Host from the upstream URL.  A pass-through body keeps its Content-Length
-# (httpx then streams it unchunked); a chat body's length is recomputed.
+# The client sets Host for the upstream.  A pass-through body keeps its Content-Length
+# (it then streams unchunked); a chat body's length is recomputed.
 _CHAT_DROP = (b"host", b"content-length")
 
 
@@ -68,6 +67,10 @@ class Sidecar:
         self.settings = relay.settings
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            # Not relayed (no OpenAI chat API uses it): refused before the handshake.
+            await send({"type": "websocket.close", "code": 1003})
+            return
         if is_chat_completion(scope):
             await self.relay.handle(scope, receive, send, self._forward_chat(scope))
         else:
@@ -151,7 +154,6 @@ def create_app(
     *,
     engine: Engine | None = None,
     metrics: GuardMetrics | None = None,
-    transport: httpx.AsyncBaseTransport | None = None,
 ) -> Starlette:
     """The sidecar app.  ``engine`` and ``metrics`` are built from settings when not given.
 
@@ -163,7 +165,7 @@ def create_app(
         from guard.factory import build_engine
 
         engine = build_engine(settings, metrics)
-    upstream = Upstream(settings.upstream, transport=transport)
+    upstream = Upstream(settings.upstream)
     sidecar = Sidecar(upstream, ChatRelay(engine, metrics, settings))
     guard_engine = engine
 
@@ -189,8 +191,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        log.info("guard_started", upstream=str(upstream.base_url.copy_with(userinfo=None)),
-                 mode=settings.policy.mode)  # fmt: skip
+        log.info("guard_started", upstream=upstream.base_url,
+                 upstream_client=settings.upstream.client, mode=settings.policy.mode)  # fmt: skip
         if owns_engine:
             await guard_engine.start(watch_policies=settings.policy.watch)
         try:

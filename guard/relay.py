@@ -2,22 +2,23 @@
 
 :class:`ChatRelay` reads and validates the request, asks the engine, and either answers
 itself (block) or opens the upstream through a ``forward`` callable the front door
-supplies (httpx for the proxy, the wrapped app for the middleware), then judges the
-reply whole or as a stream and sends what the verdicts say over ASGI ``send``.
+supplies (the upstream client for the proxy, the wrapped app for the middleware), then judges the
+reply whole (here) or as a stream (:mod:`guard.relay_stream`) and sends what the
+verdicts say over ASGI ``send``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from guard.decisions import Action, GuardRequest, Mode, ReplyVerdict, RequestVerdict, StreamStep
-from guard.decisions import StreamStepKind as Kind
+from guard.decisions import Action, GuardRequest, Mode, ReplyVerdict, RequestVerdict
 from guard.engine import Engine
 from guard.errors import RequestError, UpstreamBadResponse, UpstreamError
 from guard.http_edge import (
@@ -46,9 +47,10 @@ from guard.openai_api import (
     reply_text,
     rewritten_completion,
     stream_error_event,
+    with_system_message,
 )
+from guard.relay_stream import BODY_FRAMING, relay_stream
 from guard.settings import Settings
-from guard.sse import SSEEvent, SSEParser, chunk_facts
 from guard.upstream import upstream_kind
 
 log = get_logger("guard.relay")
@@ -58,8 +60,6 @@ _SSE_HEADERS: Headers = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
 ]
-# Upstream headers that stop being true once the guard decodes or rewrites the body.
-_BODY_FRAMING = (b"content-length", b"content-encoding")
 
 
 class Reply(Protocol):
@@ -178,7 +178,7 @@ class ChatRelay:
         self, responder: Responder, chat: ChatRequest, text: str, record: ChatRecord
     ) -> None:
         """The guard's own reply to a blocked request, in the shape the client asked for."""
-        headers = self._decision_headers(record)
+        headers = self.decision_headers(record)
         if chat.stream:
             events = chunk_events(text, StreamIdentity.fresh(chat.model))
             await responder.whole(200, _SSE_HEADERS + headers, b"".join(events))
@@ -204,16 +204,18 @@ class ChatRelay:
                 # Errors of the upstream (401, 429, 400...) are the client's to see as-is.
                 headers = without_hop_by_hop(reply.headers, b"content-encoding")
                 headers = [(k, v) for k, v in headers if k != b"content-length"]
-                await responder.start(reply.status, headers + self._decision_headers(record))
+                await responder.start(reply.status, headers + self.decision_headers(record))
                 async for chunk in reply.aiter_bytes():
                     await responder.body(chunk)
                 await responder.end()
                 return
             content_type = _first(reply.headers, b"content-type") or b""
             if content_type.lower().startswith(b"text/event-stream"):
-                await self._relay_stream(responder, chat, request, verdict, reply, record)
+                await relay_stream(
+                    self, responder, chat, self.engine.open_stream(request, verdict), reply, record
+                )
             else:
-                await self._relay_whole(responder, request, verdict, reply, record)
+                await self._relay_whole(responder, request, verdict, reply, record, (chat, forward))
 
     async def _relay_whole(
         self,
@@ -222,6 +224,7 @@ class ChatRelay:
         verdict: RequestVerdict,
         reply: Reply,
         record: ChatRecord,
+        retry_with: tuple[ChatRequest, Forward],
     ) -> None:
         body = b"".join([chunk async for chunk in reply.aiter_bytes()])
         try:
@@ -233,57 +236,44 @@ class ChatRelay:
         begun = time.perf_counter()
         judged = await self.engine.check_reply(request, verdict, reply_text(payload) or "")
         record.reply_overhead_s += time.perf_counter() - begun
-        self._judged(record, judged)
-        headers = without_hop_by_hop(reply.headers, *_BODY_FRAMING)
+        if judged.retry is not None:
+            retried = await self._ask_again(*retry_with, judged.retry.clarification, record)
+            begun = time.perf_counter()
+            judged = await self.engine.check_retry(request, verdict, judged, retried)
+            record.reply_overhead_s += time.perf_counter() - begun
+        self.note_verdict(record, judged)
+        headers = without_hop_by_hop(reply.headers, *BODY_FRAMING)
         if judged.action in (Action.REWRITE, Action.BLOCK):
             body = rewritten_completion(payload, judged.text or "")
             headers = [(k, v) for k, v in headers if k != b"content-type"] + [_JSON]
         headers.append((b"content-length", str(len(body)).encode()))
-        await responder.whole(200, headers + self._decision_headers(record), body)
+        await responder.whole(reply.status, headers + self.decision_headers(record), body)
 
-    async def _relay_stream(
-        self,
-        responder: Responder,
-        chat: ChatRequest,
-        request: GuardRequest,
-        verdict: RequestVerdict,
-        reply: Reply,
-        record: ChatRecord,
-    ) -> None:
-        record.stream = True
-        relay = _StreamRelay(self, responder, chat, reply, record)
-        stream = self.engine.open_stream(request, verdict)
-        parser = SSEParser()
-        done = False
-        async for chunk in reply.aiter_bytes():
-            for event in parser.feed(chunk):
-                if done:
-                    continue  # nothing after [DONE] is part of the stream
-                if event.is_done:
-                    done = True
-                    if await relay.apply(await relay.timed(stream.finish())):
-                        return
-                    await responder.body(event.raw)
-                    continue
-                relay.note_identity(event)
-                relay.held.append(event.raw)
-                step = await relay.timed(stream.feed(chunk_facts(event).text))
-                if await relay.apply(step):
-                    return
-        tail = parser.close()
-        if tail is not None and not done:
-            relay.held.append(tail.raw)
-        if not done and await relay.apply(await relay.timed(stream.finish())):
-            return
-        await relay.apply(StreamStep(Kind.RELEASE))
-        await responder.end()
+    async def _ask_again(
+        self, chat: ChatRequest, forward: Forward, clarification: str, record: ChatRecord
+    ) -> str | None:
+        """The upstream's second answer to an over-refused request, or None if it failed."""
+        retry = dataclasses.replace(chat, body=with_system_message(chat.body, clarification))
+        try:
+            async with forward(retry, record.request_id) as reply:
+                if not 200 <= reply.status < 300:
+                    return None
+                body = b"".join([chunk async for chunk in reply.aiter_bytes()])
+        except UpstreamError as exc:
+            self.metrics.upstream_errors.labels(kind=upstream_kind(exc)).inc()
+            return None
+        try:
+            payload = json.loads(body)
+        except (ValueError, RecursionError):
+            return None
+        return reply_text(payload) if isinstance(payload, dict) else None
 
-    def _judged(self, record: ChatRecord, judged: ReplyVerdict) -> None:
+    def note_verdict(self, record: ChatRecord, judged: ReplyVerdict) -> None:
         record.reply_verdict = judged
         record.decision = stronger(record.decision or Action.ALLOW, judged.action)
         record.would = stronger(record.would or Action.ALLOW, judged.would)
 
-    def _decision_headers(self, record: ChatRecord) -> Headers:
+    def decision_headers(self, record: ChatRecord) -> Headers:
         would = record.would if record.mode is Mode.OBSERVE else None
         return decision_headers(record.request_id, record.decision or Action.ALLOW, would)
 
@@ -342,78 +332,6 @@ class ChatRelay:
             error=record.error,
             **fields,
         )
-
-
-class _StreamRelay:
-    """State of one judged stream: held events, identity, whether anything went out."""
-
-    def __init__(
-        self,
-        relay: ChatRelay,
-        responder: Responder,
-        chat: ChatRequest,
-        reply: Reply,
-        record: ChatRecord,
-    ) -> None:
-        self.relay = relay
-        self.responder = responder
-        self.chat = chat
-        self.record = record
-        self.headers = without_hop_by_hop(reply.headers, *_BODY_FRAMING)
-        self.held: list[bytes] = []
-        self.released_any = False
-        self.identity: StreamIdentity | None = None
-        self.hold_started: float | None = None
-
-    def note_identity(self, event: SSEEvent) -> None:
-        if self.identity is None:
-            facts = chunk_facts(event)
-            if facts.completion_id:
-                self.identity = StreamIdentity(
-                    facts.completion_id,
-                    facts.model or self.chat.model or "guard",
-                    facts.created or int(time.time()),
-                )
-
-    async def timed(self, pending: Awaitable[StreamStep]) -> StreamStep:
-        begun = time.perf_counter()
-        step = await pending
-        self.record.reply_overhead_s += time.perf_counter() - begun
-        return step
-
-    async def apply(self, step: StreamStep) -> bool:
-        """Do what ``step`` says; True once the stream has been replaced and ended."""
-        if step.verdict is not None:
-            self.relay._judged(self.record, step.verdict)
-        if step.kind is Kind.HOLD:
-            if self.hold_started is None:
-                self.hold_started = time.perf_counter()
-            return False
-        self._held_for()
-        if step.kind is Kind.RELEASE:
-            await self._start()
-            if self.held:
-                self.released_any = True
-                await self.responder.body(b"".join(self.held))
-                self.held.clear()
-            return False
-        self.held.clear()
-        await self._start()
-        identity = self.identity or StreamIdentity.fresh(self.chat.model)
-        events = chunk_events(step.text or "", identity, with_role=not self.released_any)
-        await self.responder.end(b"".join(events))
-        return True
-
-    def _held_for(self) -> None:
-        if self.hold_started is not None:
-            held = time.perf_counter() - self.hold_started
-            self.relay.metrics.stream_holdback.observe(held)
-            self.hold_started = None
-
-    async def _start(self) -> None:
-        if not self.responder.started:
-            headers = self.headers + self.relay._decision_headers(self.record)
-            await self.responder.start(200, headers)
 
 
 async def _unless_disconnected(work: Coroutine[Any, Any, None], receive: Receive) -> None:

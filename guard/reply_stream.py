@@ -11,9 +11,10 @@ A stream goes through three phases:
    before it and ends it with the policy's ``leak_cut`` sentence.
 3. *Pass*: otherwise every chunk is released as it comes.
 
-Benign requests skip the hold entirely unless the policy sets ``hold_benign``.  The
-whole reply is judged once more when the upstream ends, for metrics, the conversation
-memory and observe mode's would-decisions.
+Benign requests skip the hold entirely unless the policy sets ``hold_benign``, and so
+does observe mode, where nothing would be replaced.  The whole reply is judged once
+more when the upstream ends, for metrics, the conversation memory and observe mode's
+would-decisions.
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ class ReplyStream:
         self._holding = self._needs_hold()
 
     def _needs_hold(self) -> bool:
+        if self._policies.mode_for(self._verdict.category) is Mode.OBSERVE:
+            return False  # nothing would be replaced: shadow mode costs no latency
         if self._streaming.hold_benign or self._verdict.would is not Action.ALLOW:
             return True
         judgement = self._verdict.judgement

@@ -23,6 +23,7 @@ EXIT_CONFIG = 2
 # flag destination -> (settings section, field)
 _FLAG_FIELDS: dict[str, tuple[str, str]] = {
     "upstream": ("upstream", "url"),
+    "upstream_client": ("upstream", "client"),
     "host": ("server", "host"),
     "port": ("server", "port"),
     "mode": ("policy", "mode"),
@@ -35,6 +36,12 @@ _FLAG_FIELDS: dict[str, tuple[str, str]] = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--upstream", metavar="URL", help="the LLM server (default http://127.0.0.1:8000)"
+    )
+    parser.add_argument(
+        "--upstream-client",
+        metavar="{native,httpx}",
+        help="HTTP client to the upstream: native (default, cheapest) or httpx (HTTP/2, "
+        "HTTPS_PROXY/NO_PROXY, SSL_CERT_FILE)",
     )
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", help="port to listen on (default 8080)")

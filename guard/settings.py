@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from guard.errors import ConfigError
 
@@ -40,6 +48,17 @@ class UpstreamSettings(_Section):
     connect_timeout_s: float = Field(5.0, gt=0)
     read_timeout_s: float = Field(120.0, gt=0)
     max_connections: int = Field(256, gt=0)
+    # native: guard.http1, the cheap default.  httpx: HTTP/2, HTTPS_PROXY/NO_PROXY and
+    # SSL_CERT_FILE from the environment, at ~1.4 ms more CPU a request (benchmarks/README.md).
+    client: Literal["native", "httpx"] = "native"
+    http2: bool = False  # httpx only; needs the h2 package (pip install 'httpx[http2]')
+
+    @field_validator("http2")
+    @classmethod
+    def _http2_needs_httpx(cls, http2: bool, info: ValidationInfo) -> bool:
+        if http2 and info.data.get("client") != "httpx":
+            raise ValueError("HTTP/2 needs client: httpx (the native client speaks HTTP/1.1)")
+        return http2
 
 
 class ClassifierSettings(_Section):

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
+import pytest
 import uvicorn
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
@@ -58,15 +59,24 @@ class Guard:
             time.sleep(0.01)
 
 
+UPSTREAM_CLIENTS = ("native", "httpx")
+# Runs a test once per upstream client (the guard fixtures take ``upstream_client``);
+# module scope, so a module-scoped guard is started once per client, not per test.
+both_clients = pytest.mark.parametrize(
+    "upstream_client", UPSTREAM_CLIENTS, indirect=True, scope="module"
+)
+
+
 def running_guard(
     upstream_url: str,
     mode: Mode = Mode.ENFORCE,
     *,
     engine: Engine | None = None,
     overrides: dict[str, Any] | None = None,
+    client: str = "native",
 ) -> Iterator[Guard]:
     """Start the sidecar on a free port in front of ``upstream_url`` (a generator fixture)."""
-    merged: dict[str, Any] = {"upstream": {"url": upstream_url}}
+    merged: dict[str, Any] = {"upstream": {"url": upstream_url, "client": client}}
     for section, values in (overrides or {}).items():
         merged[section] = {**merged.get(section, {}), **values}
     settings = load_settings(overrides=merged, environ={})
@@ -212,6 +222,8 @@ def fake_upstream_app(state: FakeUpstream) -> Starlette:
         data = json.loads(body)
         model = data.get("model", "fast")
         text = data.get("fake_reply", DEFAULT_REPLY)
+        if data["messages"][-1].get("role") == "system" and "fake_retry_reply" in data:
+            text = data["fake_retry_reply"]  # the guard asked again, with a clarification
         delay = float(data.get("fake_delay", 0))
         if model == "status-429":
             return JSONResponse(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,6 +18,7 @@ from servers import (
     FakeUpstream,
     Guard,
     ServerThread,
+    both_clients,
     fake_upstream_app,
     reason_of,
     running_guard,
@@ -23,8 +27,9 @@ from servers import (
 from guard.decisions import Mode
 from guard.engine import Engine
 from guard.metrics import GuardMetrics
+from guard.policy.loader import load_policies
 from guard.proxy import create_app
-from guard.settings import Settings
+from guard.settings import SHIPPED_POLICY_DIR, Settings
 from guard.testing import KeywordScorer
 
 USER = [{"role": "user", "content": "What is the capital of France?"}]
@@ -48,8 +53,8 @@ def fake(upstream: tuple[FakeUpstream, str]) -> FakeUpstream:
 
 
 @pytest.fixture(scope="module")
-def enforce(upstream: tuple[FakeUpstream, str]) -> Iterator[Guard]:
-    yield from running_guard(upstream[1], Mode.ENFORCE)
+def enforce(upstream: tuple[FakeUpstream, str], upstream_client: str) -> Iterator[Guard]:
+    yield from running_guard(upstream[1], Mode.ENFORCE, client=upstream_client)
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +72,7 @@ def aclient(guard: Guard) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=f"{guard.url}/v1", api_key="sk-test-secret", max_retries=0)
 
 
+@both_clients
 def test_allowed_completion_relays_upstream_bytes_unchanged(
     enforce: Guard, fake: FakeUpstream, upstream: tuple[FakeUpstream, str]
 ) -> None:
@@ -80,6 +86,7 @@ def test_allowed_completion_relays_upstream_bytes_unchanged(
     assert len(through.headers["x-request-id"]) >= 16
 
 
+@both_clients
 def test_openai_client_sync_non_streaming(enforce: Guard, fake: FakeUpstream) -> None:
     with client(enforce) as c:
         raw = c.chat.completions.with_raw_response.create(model="fast", messages=USER)
@@ -91,6 +98,7 @@ def test_openai_client_sync_non_streaming(enforce: Guard, fake: FakeUpstream) ->
     assert seen.headers["x-request-id"] == raw.headers["x-request-id"]
 
 
+@both_clients
 async def test_openai_client_async_non_streaming(enforce: Guard, fake: FakeUpstream) -> None:
     async with aclient(enforce) as c:
         answer = await c.chat.completions.create(model="fast", messages=USER)
@@ -127,6 +135,7 @@ def test_blocked_streaming_request_gets_a_valid_stream(enforce: Guard, fake: Fak
     assert fake.chat_requests() == []
 
 
+@both_clients
 def test_bare_refusal_of_a_risky_request_is_rewritten(enforce: Guard, fake: FakeUpstream) -> None:
     messages = [{"role": "user", "content": "tell me about lock picking"}]
     with client(enforce) as c:
@@ -170,6 +179,7 @@ def test_observe_mode_forwards_and_says_what_it_would_do(
     assert observe.sample("guard_would_decisions_total", direction="request", decision="block") >= 1
 
 
+@both_clients
 def test_sync_stream_passes_chunks_as_they_arrive(enforce: Guard, fake: FakeUpstream) -> None:
     """The upstream holds chunk 2 back until the client has seen chunk 1 (no buffering)."""
     received: list[tuple[float, str]] = []
@@ -191,6 +201,7 @@ def test_sync_stream_passes_chunks_as_they_arrive(enforce: Guard, fake: FakeUpst
     assert received[0][0] < fake.sent_at[-1]
 
 
+@both_clients
 async def test_async_stream_passes_chunks_as_they_arrive(
     enforce: Guard, fake: FakeUpstream
 ) -> None:
@@ -212,6 +223,7 @@ async def test_async_stream_passes_chunks_as_they_arrive(
     assert received[0][0] < fake.sent_at[-1]
 
 
+@both_clients
 def test_stream_relays_upstream_events_byte_for_byte(
     enforce: Guard, fake: FakeUpstream, upstream: tuple[FakeUpstream, str]
 ) -> None:
@@ -274,6 +286,7 @@ def test_history_with_tools_multimodal_and_developer_messages_is_accepted(
     assert len(fake.chat_requests()) == 1
 
 
+@both_clients
 def test_upstream_error_status_is_relayed_as_is(enforce: Guard, fake: FakeUpstream) -> None:
     response = httpx.post(
         f"{enforce.url}/v1/chat/completions", json={"model": "status-429", "messages": USER}
@@ -314,4 +327,31 @@ def test_settings_are_accepted_as_given() -> None:
     app = create_app(
         Settings(), engine=Engine(KeywordScorer()), metrics=GuardMetrics(CollectorRegistry())
     )
-    assert app.state.sidecar.upstream.base_url == httpx.URL("http://127.0.0.1:8000")
+    assert app.state.sidecar.upstream.base_url == "http://127.0.0.1:8000"
+
+
+def test_over_refusal_is_retried_once_when_the_policy_asks(
+    upstream: tuple[FakeUpstream, str], fake: FakeUpstream, tmp_path: Path
+) -> None:
+    policies = tmp_path / "policies"
+    shutil.copytree(SHIPPED_POLICY_DIR, policies)
+    global_file = policies / "global.yaml"
+    text = global_file.read_text(encoding="utf-8")
+    assert "  enabled: false" in text
+    global_file.write_text(text.replace("  enabled: false", "  enabled: true", 1), encoding="utf-8")
+    engine = Engine(KeywordScorer(), mode=Mode.ENFORCE, policies=load_policies(policies))
+    for guard in running_guard(upstream[1], engine=engine):
+        with client(guard) as c:
+            raw = c.chat.completions.with_raw_response.create(
+                model="fast",
+                messages=[{"role": "user", "content": "how do I boil an egg"}],
+                extra_body={
+                    "fake_reply": BARE_REFUSAL,
+                    "fake_retry_reply": "Simmer it for 9 minutes.",
+                },
+            )
+    assert raw.parse().choices[0].message.content == "Simmer it for 9 minutes."
+    assert raw.headers["x-guard-decision"] == "rewrite"
+    first, second = fake.chat_requests()
+    assert json.loads(second.body)["messages"][-1]["role"] == "system"
+    assert json.loads(first.body)["messages"] == json.loads(second.body)["messages"][:-1]

@@ -16,6 +16,7 @@ from servers import (
     Guard,
     ResettingServer,
     ServerThread,
+    both_clients,
     closed_port_url,
     fake_upstream_app,
     running_guard,
@@ -43,9 +44,9 @@ def fake(upstream: tuple[FakeUpstream, str]) -> FakeUpstream:
 
 
 @pytest.fixture(scope="module")
-def guard(upstream: tuple[FakeUpstream, str]) -> Iterator[Guard]:
+def guard(upstream: tuple[FakeUpstream, str], upstream_client: str) -> Iterator[Guard]:
     overrides = {"server": {"max_body_bytes": LIMIT}, "upstream": {"read_timeout_s": 1.0}}
-    yield from running_guard(upstream[1], Mode.ENFORCE, overrides=overrides)
+    yield from running_guard(upstream[1], Mode.ENFORCE, overrides=overrides, client=upstream_client)
 
 
 def assert_openai_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
@@ -142,8 +143,9 @@ def test_chunked_oversize_body_is_refused_before_it_ends(guard: Guard, fake: Fak
     assert fake.seen == []
 
 
-def test_upstream_refusing_connections_is_502() -> None:
-    for guard in running_guard(closed_port_url()):
+@both_clients
+def test_upstream_refusing_connections_is_502(upstream_client: str) -> None:
+    for guard in running_guard(closed_port_url(), client=upstream_client):
         response = httpx.post(f"{guard.url}/v1/chat/completions", content=body())
         assert_openai_error(response, 502, "upstream_unavailable")
         passthrough = httpx.get(f"{guard.url}/v1/models")
@@ -152,24 +154,28 @@ def test_upstream_refusing_connections_is_502() -> None:
         assert guard.sample("guard_upstream_errors_total", kind="unavailable") >= 2
 
 
-def test_upstream_resetting_connections_is_502() -> None:
+@both_clients
+def test_upstream_resetting_connections_is_502(upstream_client: str) -> None:
     with ResettingServer() as server:
-        for guard in running_guard(server.url):
+        for guard in running_guard(server.url, client=upstream_client):
             response = httpx.post(f"{guard.url}/v1/chat/completions", content=body())
             assert_openai_error(response, 502, "upstream_unavailable")
 
 
+@both_clients
 def test_upstream_timeout_is_504(guard: Guard, fake: FakeUpstream) -> None:
     response = httpx.post(f"{guard.url}/v1/chat/completions", content=body(model="hang"))
     assert_openai_error(response, 504, "upstream_timeout")
     assert guard.sample("guard_upstream_errors_total", kind="timeout") >= 1
 
 
+@both_clients
 def test_upstream_non_json_completion_is_502(guard: Guard, fake: FakeUpstream) -> None:
     response = httpx.post(f"{guard.url}/v1/chat/completions", content=body(model="not-json"))
     assert_openai_error(response, 502, "upstream_bad_response")
 
 
+@both_clients
 def test_stream_breaking_midway_ends_cleanly(guard: Guard, fake: FakeUpstream) -> None:
     reply = "Sure. One two three four five six."
     payload = body(model="break-midway", stream=True, fake_reply=reply)

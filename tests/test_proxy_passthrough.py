@@ -9,7 +9,14 @@ import httpx
 import openai
 import pytest
 import structlog
-from servers import FakeUpstream, Guard, ServerThread, fake_upstream_app, running_guard
+from servers import (
+    FakeUpstream,
+    Guard,
+    ServerThread,
+    both_clients,
+    fake_upstream_app,
+    running_guard,
+)
 
 from guard.decisions import Mode
 
@@ -28,10 +35,11 @@ def fake(upstream: tuple[FakeUpstream, str]) -> FakeUpstream:
 
 
 @pytest.fixture(scope="module")
-def guard(upstream: tuple[FakeUpstream, str]) -> Iterator[Guard]:
-    yield from running_guard(upstream[1], Mode.ENFORCE)
+def guard(upstream: tuple[FakeUpstream, str], upstream_client: str) -> Iterator[Guard]:
+    yield from running_guard(upstream[1], Mode.ENFORCE, client=upstream_client)
 
 
+@both_clients
 def test_models_pass_through_with_status_headers_and_bytes(
     guard: Guard, fake: FakeUpstream, upstream: tuple[FakeUpstream, str]
 ) -> None:
@@ -45,11 +53,13 @@ def test_models_pass_through_with_status_headers_and_bytes(
     assert fake.seen[-1].headers["authorization"] == "Bearer sk-xyz"
 
 
+@both_clients
 def test_openai_client_lists_models_through_the_guard(guard: Guard, fake: FakeUpstream) -> None:
     with openai.OpenAI(base_url=f"{guard.url}/v1", api_key="sk-a", max_retries=0) as client:
         assert [model.id for model in client.models.list()] == ["fake"]
 
 
+@both_clients
 def test_cookies_reach_the_client_and_are_never_kept_by_the_guard(
     guard: Guard, fake: FakeUpstream
 ) -> None:
@@ -59,6 +69,7 @@ def test_cookies_reach_the_client_and_are_never_kept_by_the_guard(
     assert "cookie" not in fake.seen[-1].headers
 
 
+@both_clients
 def test_hop_by_hop_request_headers_are_not_forwarded(guard: Guard, fake: FakeUpstream) -> None:
     headers = {
         "connection": "keep-alive, x-hop-only",
@@ -74,6 +85,7 @@ def test_hop_by_hop_request_headers_are_not_forwarded(guard: Guard, fake: FakeUp
         assert name not in seen
 
 
+@both_clients
 def test_unknown_path_method_query_and_status_pass_through(
     guard: Guard, fake: FakeUpstream
 ) -> None:
@@ -84,6 +96,18 @@ def test_unknown_path_method_query_and_status_pass_through(
     assert fake.seen[-1].query == "x=1&y=%20z"
 
 
+@both_clients
+def test_head_request_gets_headers_only_and_the_connection_stays_usable(
+    guard: Guard, fake: FakeUpstream
+) -> None:
+    with httpx.Client() as client:
+        head = client.head(f"{guard.url}/v1/models")
+        assert head.status_code == 200 and head.content == b""
+        assert head.headers["x-upstream"] == "fake"
+        for _ in range(3):  # the pooled upstream connection is not confused by the HEAD
+            assert client.get(f"{guard.url}/v1/models").json()["data"][0]["id"] == "fake"
+
+
 def test_get_on_the_chat_path_is_not_judged(guard: Guard, fake: FakeUpstream) -> None:
     response = httpx.get(f"{guard.url}/v1/chat/completions")
     assert response.status_code == 418  # the upstream's catch-all answered, relayed
@@ -91,6 +115,7 @@ def test_get_on_the_chat_path_is_not_judged(guard: Guard, fake: FakeUpstream) ->
     assert fake.seen[-1].method == "GET"
 
 
+@both_clients
 def test_embeddings_body_reaches_upstream_intact(guard: Guard, fake: FakeUpstream) -> None:
     import hashlib
 
@@ -101,6 +126,7 @@ def test_embeddings_body_reaches_upstream_intact(guard: Guard, fake: FakeUpstrea
     assert seen["content-length"] == str(len(body)) and "transfer-encoding" not in seen
 
 
+@both_clients
 def test_request_body_streams_to_the_upstream(guard: Guard, fake: FakeUpstream) -> None:
     """The second half of the body is only produced once the upstream has the first."""
     gate_timed_out = []
@@ -133,6 +159,7 @@ def _wait_for_partial(fake: FakeUpstream) -> bool:
     return fake.partial.wait(10)
 
 
+@both_clients
 def test_response_body_streams_to_the_client(guard: Guard, fake: FakeUpstream) -> None:
     with httpx.stream("GET", f"{guard.url}/v1/slow-download") as response:
         pieces = response.iter_raw()

@@ -151,11 +151,12 @@ async def test_leak_in_the_first_sentence_replaces_everything(enforce: Engine) -
     assert final.verdict.reasons == ("leak",)
 
 
-async def test_observe_mode_never_replaces(scorer: KeywordScorer) -> None:
+async def test_observe_mode_never_replaces_nor_holds(scorer: KeywordScorer) -> None:
     engine = Engine(scorer, mode=Mode.OBSERVE)
     relay = Relay(await _open(engine, "what is an explosive"))
     chunks = _words("I can't help with that. However, here's how: step 1, mix it.")
     assert await relay.run(chunks) == "".join(chunks)
+    assert all(step.kind is RELEASE for step in relay.steps)
     final = relay.steps[-1].verdict
     assert final is not None and (final.action, final.would) == (Action.FLAG, Action.REWRITE)
 
@@ -247,3 +248,19 @@ async def test_leak_watch_follows_the_failure_policy(
     assert (await stream.feed("I can't help because it is dangerous. ")).kind is RELEASE
     step = await stream.feed("Anyway, more text. ")
     assert step.kind is (REPLACE if cut else RELEASE)
+
+
+async def test_observe_mode_still_judges_the_whole_stream(
+    scorer: KeywordScorer, metrics: GuardMetrics
+) -> None:
+    engine = Engine(scorer, mode=Mode.OBSERVE, metrics=metrics)
+    relay = Relay(await _open(engine, "what is an explosive"))
+    await relay.run(_words("I'm sorry, I can't help with that."))
+    final = relay.steps[-1].verdict
+    assert final is not None
+    assert (final.action, final.would, final.reasons) == (
+        Action.FLAG,
+        Action.REWRITE,
+        ("bare_refusal",),
+    )
+    assert metrics.registry.get_sample_value("guard_refusals_total", {"refusal": "bare"}) == 1

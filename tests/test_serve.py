@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -47,6 +48,16 @@ def _serve(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
         (["--upstream", "ftp://example.invalid"], {}, "upstream.url"),
         ([], {"GUARD_UPSTREAM__READ_TIMEOUT_S": "soon"}, "upstream.read_timeout_s"),
         ([], {"GUARD_SERVER__NO_SUCH_FIELD": "1"}, "server.no_such_field"),
+        (["--upstream-client", "curl"], {}, "upstream.client"),
+        ([], {"GUARD_UPSTREAM__HTTP2": "true"}, "upstream.http2"),  # the native client is 1.1
+        pytest.param(
+            ["--upstream-client", "httpx"],
+            {"GUARD_UPSTREAM__HTTP2": "true"},
+            "pip install 'httpx[http2]'",
+            marks=pytest.mark.skipif(
+                importlib.util.find_spec("h2") is not None, reason="h2 is installed"
+            ),
+        ),
     ],
 )
 def test_bad_setting_stops_start_up_naming_the_field(
@@ -78,7 +89,10 @@ def upstream() -> Iterator[str]:
         yield server.url
 
 
-def test_serve_runs_the_sidecar_until_terminated(upstream: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("upstream_client", ["native", "httpx"])
+def test_serve_runs_the_sidecar_until_terminated(
+    upstream: str, tmp_path: Path, upstream_client: str
+) -> None:
     port = _free_port()
     config = tmp_path / "guard.yaml"
     config.write_text("server:\n  max_body_bytes: 100000\n")
@@ -96,7 +110,7 @@ def test_serve_runs_the_sidecar_until_terminated(upstream: str, tmp_path: Path) 
             str(config),
         ],
         cwd=REPO,
-        env=_env(GUARD_MODE="enforce"),
+        env=_env(GUARD_MODE="enforce", GUARD_UPSTREAM__CLIENT=upstream_client),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -126,5 +140,7 @@ def test_serve_runs_the_sidecar_until_terminated(upstream: str, tmp_path: Path) 
     events = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
     completed = [event for event in events if event.get("event") == "request_completed"]
     assert any(e["route"] == "chat" and e["decision"] == "block" for e in completed)
+    started = next(event for event in events if event.get("event") == "guard_started")
+    assert started["upstream_client"] == upstream_client  # GUARD_UPSTREAM__CLIENT reached the proxy
     assert events[-1]["event"] == "guard_stopped"  # lifespan ran to the end
     assert "sk-serve" not in stderr and "bomb" not in stderr

@@ -80,10 +80,11 @@ class StreamSummary:
 
 
 def stream_summary(target: Target, streams: int) -> StreamSummary:
-    body = payload.single_turn(stream=True)
     with httpx.Client(timeout=30) as client:
-        stream_once(client, target, body)  # warm the connection
-        timings = [stream_once(client, target, body) for _ in range(streams)]
+        stream_once(client, target, payload.single_turn(stream=True))  # warm the connection
+        timings = [
+            stream_once(client, target, payload.single_turn(stream=True)) for _ in range(streams)
+        ]
     gaps = sorted(g for t in timings for g in t.gaps_ms)
     return StreamSummary(
         target=target.name,
@@ -126,7 +127,7 @@ def conversation(guard: Target, direct: Target, turns: int) -> list[TurnTiming]:
     timings: list[TurnTiming] = []
     with httpx.Client(timeout=60) as g_client, httpx.Client(timeout=60) as d_client:
         for turn in range(1, turns + 1):
-            history.append({"role": "user", "content": payload.user_turn(turn)})
+            history.append({"role": "user", "content": payload.fresh_user_text()})
             body = payload.chat_body(history)
             started = time.perf_counter()
             reply = g_client.post(

@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import subprocess
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.harness import payload
 from benchmarks.harness.targets import Target
 
 _DONE = r"""
@@ -27,15 +29,30 @@ done = function(summary, latency, requests)
 end
 """
 
-_UNIQUE_CONVERSATIONS = r"""
+_PER_REQUEST = r"""
 local counter = 0
-local prefix = "c" .. tostring(math.random(1, 1000000000)) .. "-"
+local function spaced(n)
+  return (string.format("%d", n):gsub("(%d)", "%1 "):sub(1, -2))
+end
 request = function()
   counter = counter + 1
-  wrk.headers["{header}"] = prefix .. counter
-  return wrk.format()
+{lines}
+  return wrk.format(nil, nil, nil, {body})
 end
 """
+
+
+@dataclass(frozen=True)
+class NumberedBody:
+    """A POST body whose user turn is numbered per request: head + spaced(first + k) + tail."""
+
+    head: str
+    tail: str
+    first: int
+
+    @classmethod
+    def fresh(cls) -> NumberedBody:
+        return cls(*payload.single_turn_template())
 
 
 @dataclass(frozen=True)
@@ -53,26 +70,40 @@ class WrkResult:
     failures: int  # non-2xx/3xx plus socket errors
 
 
-def lua_script(body: str | None, headers: dict[str, str], unique_header: str | None = None) -> str:
-    """A wrk script POSTing ``body`` (GET when None); ``unique_header`` varies per request."""
+def lua_script(
+    body: str | NumberedBody | None, headers: dict[str, str], unique_header: str | None = None
+) -> str:
+    """A wrk script: GET when ``body`` is None, else POST; per-request parts are built in Lua.
+
+    ``unique_header`` gets a fresh value per request (a conversation id, say).
+    """
     if body is None:
         lines = ['wrk.method = "GET"']
     else:
-        lines = [
-            'wrk.method = "POST"',
-            f"wrk.body = {json.dumps(body)}",
-            'wrk.headers["Content-Type"] = "application/json"',
-        ]
+        lines = ['wrk.method = "POST"', 'wrk.headers["Content-Type"] = "application/json"']
+        if isinstance(body, str):
+            lines.append(f"wrk.body = {json.dumps(body)}")
     lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()]
     script = "\n".join(lines) + "\n"
+    per_request: list[str] = []
     if unique_header:
-        script += _UNIQUE_CONVERSATIONS.replace("{header}", unique_header)
+        # Lua's unseeded math.random repeats across runs; the prefix comes from here instead.
+        prefix = json.dumps(uuid.uuid4().hex + "-")
+        per_request.append(f"  wrk.headers[{json.dumps(unique_header)}] = {prefix} .. counter")
+    numbered = isinstance(body, NumberedBody)
+    if per_request or numbered:
+        expr = (
+            f"{json.dumps(body.head)} .. spaced({body.first} + counter) .. {json.dumps(body.tail)}"
+            if isinstance(body, NumberedBody)
+            else "nil"
+        )
+        script += _PER_REQUEST.replace("{lines}", "\n".join(per_request)).replace("{body}", expr)
     return script + _DONE
 
 
 def wrk(
     target: Target,
-    body: str | None,
+    body: str | NumberedBody | None,
     *,
     concurrency: int,
     duration_s: float,

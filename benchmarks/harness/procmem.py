@@ -7,12 +7,12 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from benchmarks.harness import payload
 from benchmarks.harness.clients import CONVERSATION_HEADER
-from benchmarks.harness.load import wrk
+from benchmarks.harness.load import NumberedBody, wrk
 from benchmarks.harness.targets import Target
 
 
@@ -30,6 +30,27 @@ def conversations_held(target: Target) -> int:
     text = httpx.get(target.url("/metrics"), timeout=10).text
     match = re.search(r"^guard_conversations\s+([\d.e+]+)$", text, re.MULTILINE)
     return int(float(match.group(1))) if match else 0
+
+
+def guard_counters(target: Target) -> dict[str, Any]:
+    """Chat requests, decisions and scoring failures so far, from the guard's /metrics.
+
+    Scoring that times out under load takes the policy's failure path instead of the
+    model's judgement; this shows whether the figures were taken with classification on.
+    """
+    text = httpx.get(target.url("/metrics"), timeout=10).text
+    decisions: dict[str, float] = {}
+    chat = failures = 0.0
+    for line in text.splitlines():
+        if line.startswith("guard_decisions_total{"):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+            key = f"{labels.get('direction')}/{labels.get('decision')}"
+            decisions[key] = decisions.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+        elif line.startswith("guard_requests_total{") and 'route="chat"' in line:
+            chat += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("guard_scoring_failures_total{"):
+            failures += float(line.rsplit(" ", 1)[1])
+    return {"chat_requests": chat, "decisions": decisions, "scoring_failures": failures}
 
 
 @dataclass(frozen=True)
@@ -55,7 +76,7 @@ def fill_conversations(
     while held < wanted and time.monotonic() - started < max_s:
         result = wrk(
             target,
-            payload.single_turn(),
+            NumberedBody.fresh(),
             concurrency=concurrency,
             duration_s=step_s,
             unique_header=CONVERSATION_HEADER,

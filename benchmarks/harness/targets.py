@@ -7,15 +7,17 @@ even if the harness is killed; the context managers also stop it on exit.
 * nginx: Debian nginx-light as a plain reverse proxy, temp prefix and config,
   ``worker_processes 1`` (one worker, like the guard's single uvicorn process)
 * guard: ``python3 -m guard serve`` in observe or enforce mode with the shipped
-  ONNX classifier; ``scorer="keyword"`` runs the same app with the KeywordScorer instead
-  (labelled so in every table) for when no model is built
+  ONNX classifier; ``scorer="keyword"`` (or a factory still wiring the placeholder) runs
+  :mod:`benchmarks.harness.guard_server`: the same app and parts, scorer chosen
 * litellm: LiteLLM's proxy from ``benchmarks/.venv-litellm`` (``setup_peers.sh``)
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -34,6 +36,7 @@ from benchmarks.harness.upstream import Chunking
 REPO = Path(__file__).resolve().parents[2]
 LITELLM = REPO / "benchmarks" / ".venv-litellm" / "bin" / "litellm"
 MODEL_FILE = REPO / "models" / "guard.onnx"
+POLICIES = REPO / "policies"
 
 
 class LaunchError(RuntimeError):
@@ -52,6 +55,19 @@ class Target:
 
     def url(self, path: str = "/v1/chat/completions") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
+
+
+def factory_is_integrated() -> bool:
+    """Whether ``guard serve`` builds the real engine (ONNX, memory, policies from settings)."""
+    from guard import factory
+
+    return "scorer" in inspect.signature(factory.build_engine).parameters
+
+
+def launcher(scorer: str) -> str:
+    if scorer == "onnx" and factory_is_integrated():
+        return "python3 -m guard serve"
+    return f"python3 -m benchmarks.harness.guard_server --scorer {scorer}"
 
 
 def free_port() -> int:
@@ -179,22 +195,51 @@ def nginx(tmp: Path, up: Target, lifetime_s: int) -> Iterator[Target]:
 
 
 @contextmanager
-def guard(tmp: Path, up: Target, mode: str, scorer: str, lifetime_s: int) -> Iterator[Target]:
-    """The guard in ``mode``; ``scorer`` is "onnx" (``guard serve``) or "keyword"."""
+def guard(
+    tmp: Path,
+    up: Target,
+    mode: str,
+    scorer: str,
+    lifetime_s: int,
+    *,
+    hold_benign: bool = False,
+    prefill: int = 0,
+    client: str = "native",
+) -> Iterator[Target]:
+    """The guard in ``mode``; ``scorer`` is "onnx" (``guard serve``) or "keyword".
+
+    ``hold_benign`` runs it on a temp copy of the shipped policies with ``hold_benign: true``,
+    so benign streams are held until their first sentence is judged too (the shipped
+    policy streams benign requests without a hold; this shows what the hold costs).
+    ``prefill`` stores that many conversations before the guard answers
+    (:mod:`benchmarks.harness.guard_server`).
+    """
     port = free_port()
-    if scorer == "onnx":
-        if not MODEL_FILE.exists():
-            raise LaunchError(f"{MODEL_FILE} is missing: build the model or use --scorer keyword")
-        args = ["python3", "-m", "guard", "serve"]
+    env = {"GUARD_LOGGING__LEVEL": "info", "GUARD_UPSTREAM__CLIENT": client}
+    if hold_benign:
+        policies = tmp / "policies-hold"
+        shutil.copytree(POLICIES, policies, dirs_exist_ok=True)
+        shipped = (policies / "global.yaml").read_text()
+        held = re.sub(r"hold_benign:\s*false", "hold_benign: true", shipped)
+        if held == shipped:
+            raise LaunchError("policies/global.yaml has no 'hold_benign: false' to flip")
+        (policies / "global.yaml").write_text(held)
+        env["GUARD_POLICY__DIR"] = str(policies)
+    if scorer == "onnx" and not MODEL_FILE.exists():
+        raise LaunchError(f"{MODEL_FILE} is missing: build the model or use --scorer keyword")
+    if scorer == "onnx" and factory_is_integrated() and not prefill:
+        args = ["python3", "-m", "guard", "serve"]  # exactly what users run
     else:
-        args = ["python3", "-m", "benchmarks.harness.keyword_guard"]
+        args = ["python3", "-m", "benchmarks.harness.guard_server", "--scorer", scorer]
+        args += ["--prefill", str(prefill)] if prefill else []
     args += ["--upstream", up.url(""), "--port", str(port), "--mode", mode]
-    log = tmp / f"guard-{mode}.log"
+    log = tmp / f"guard-{mode}{'-hold' if hold_benign else ''}.log"
     # The request_completed line per request is part of the real cost; it goes to a file.
-    env = {"GUARD_LOGGING__LEVEL": "info"}
     with _process(args, lifetime_s=lifetime_s, log=log, env=env) as proc:
-        _wait_http(port, "/healthz", 120, proc, log)
-        name = f"guard-{mode}" + ("" if scorer == "onnx" else " (keyword scorer)")
+        _wait_http(port, "/healthz", 120 + prefill / 200, proc, log)
+        name = f"guard-{mode}" + ("-hold" if hold_benign else "")
+        name += "" if client == "native" else f"-{client}"
+        name += "" if scorer == "onnx" else " (keyword scorer)"
         yield Target(name, port, pid=_child_pid(proc.pid), root_pid=proc.pid)
 
 
@@ -235,6 +280,10 @@ def litellm(tmp: Path, up: Target, lifetime_s: int) -> Iterator[Target]:
         yield Target("litellm", port, headers={"Authorization": f"Bearer {key}"}, root_pid=proc.pid)
 
 
+# guard-enforce-httpx: the same guard with upstream.client httpx instead of the native pool.
+GUARD_TARGETS = ("guard-observe", "guard-enforce", "guard-enforce-hold", "guard-enforce-httpx")
+
+
 @contextmanager
 def all_targets(
     names: list[str], *, scorer: str, chunking: Chunking, lifetime_s: int
@@ -251,9 +300,13 @@ def all_targets(
                 started[name] = stack.enter_context(nginx(tmp, up, lifetime_s))
             elif name == "litellm":
                 started[name] = stack.enter_context(litellm(tmp, up, lifetime_s))
-            elif name in ("guard-observe", "guard-enforce"):
-                mode = name.split("-", 1)[1]
-                started[name] = stack.enter_context(guard(tmp, up, mode, scorer, lifetime_s))
+            elif name in GUARD_TARGETS:
+                mode = name.split("-")[1]
+                hold = name.endswith("-hold")
+                client = "httpx" if name.endswith("-httpx") else "native"
+                started[name] = stack.enter_context(
+                    guard(tmp, up, mode, scorer, lifetime_s, hold_benign=hold, client=client)
+                )
             else:
                 raise ValueError(f"unknown target {name!r}")
         yield started

@@ -142,14 +142,17 @@ def harmful_prompts(train: Path, rng: random.Random) -> Iterator[Example]:
         if policy in taxonomy.FORBIDDEN_QUESTIONS_EXCLUDED:
             continue
         text = row["question"]
-        yield _harm(text, "forbidden_questions",
-                    taxonomy.map_category(taxonomy.FORBIDDEN_QUESTIONS, policy, text))
+        yield _harm(
+            text,
+            "forbidden_questions",
+            taxonomy.map_category(taxonomy.FORBIDDEN_QUESTIONS, policy, text),
+        )
     templates: list[str] = []
     for name in ("jailbreak_prompts_2023_05_07.csv", "jailbreak_prompts_2023_12_25.csv"):
         templates.extend(row["prompt"] for row in _csv(train / "jailbreak_llms" / name))
     unique = sorted(set(templates))
     rng.shuffle(unique)
-    for text in unique[:900]:
+    for text in unique[:700]:
         yield _harm(text, "jailbreak_templates", None)
     seen: set[str] = set()
     for path in sorted(glob.glob(str(train / "jbb_artifacts/attack-artifacts/PAIR/*/*.json"))):
@@ -158,13 +161,18 @@ def harmful_prompts(train: Path, rng: random.Random) -> Iterator[Example]:
             if not prompt or prompt in seen:
                 continue
             seen.add(prompt)
-            yield _harm(prompt, "jbb_pair", taxonomy.map_category(taxonomy.JBB, item["category"], prompt))
+            yield _harm(
+                prompt, "jbb_pair", taxonomy.map_category(taxonomy.JBB, item["category"], prompt)
+            )
     for conv in _jsonl(train / "multiturn/actorattack.norm.jsonl"):
         users = [m["content"] for m in conv["messages"] if m["role"] == "user"]  # type: ignore[attr-defined,index]
         if users:
             last = str(users[-1])
-            yield _harm(last, "actorattack_last",
-                        taxonomy.map_category(taxonomy.ACTORATTACK, str(conv["category"]), last))
+            yield _harm(
+                last,
+                "actorattack_last",
+                taxonomy.map_category(taxonomy.ACTORATTACK, str(conv["category"]), last),
+            )
     for row in _jsonl(DATA_DIR / "harmful_prompts.jsonl"):
         yield _harm(str(row["text"]), "repo_harmful", str(row["category"]))
 
@@ -193,13 +201,13 @@ def benign_prompts(train: Path, rng: random.Random) -> Iterator[Example]:
         yield _benign(str(row["text"]), "oasst1")
     gsm = [str(row["question"]) for row in _jsonl(train / "gsm8k/train.jsonl")]
     rng.shuffle(gsm)
-    for text in gsm[:700]:
+    for text in gsm[:350]:
         yield _benign(text, "gsm8k")
     for row in _jsonl(train / "humaneval/HumanEval.jsonl"):
         yield _benign(str(row["prompt"]), "humaneval")
     for row in json.loads((train / "purplellama_frr/mitre_frr.json").read_text(encoding="utf-8")):
         yield _benign(str(row["mutated_prompt"]), "purplellama_frr")
-    for text in _user_turns(train / "multiturn/mtbench101.norm.jsonl", rng, 900):
+    for text in _user_turns(train / "multiturn/mtbench101.norm.jsonl", rng, 500):
         yield _benign(text, "mtbench101")
     for name in ("tomgibbs-Completely-Benign.norm.jsonl", "tomgibbs-Semi-Benign.norm.jsonl"):
         for text in _user_turns(train / "multiturn" / name, rng, 250, joined=True):
@@ -223,11 +231,11 @@ def replies(train: Path, rng: random.Random) -> Iterator[Example]:
             if not prompt or not response:
                 continue
             label = weak_refusal_label(str(response), bool(item.get("jailbroken")))
-            if label is not None:
+            if label is not None and rng.random() < 0.6:  # long replies: sample to save CPU
                 yield _reply(str(prompt), str(response), "jbb_responses", label)
     hh = list(_jsonl(train / "hh_rlhf_harmless_base/hh_rlhf_harmless_base.norm.jsonl"))
     rng.shuffle(hh)
-    for conv in hh[:1200]:
+    for conv in hh[:600]:
         messages = conv["messages"]
         if len(messages) < 2 or messages[0]["role"] != "user" or messages[1]["role"] != "assistant":  # type: ignore[index]
             continue
@@ -237,22 +245,30 @@ def replies(train: Path, rng: random.Random) -> Iterator[Example]:
             yield _reply(prompt, reply, "hh_rlhf", label)
     gsm = list(_jsonl(train / "gsm8k/train.jsonl"))
     rng.shuffle(gsm)
-    for row in gsm[:250]:
+    for row in gsm[:150]:
         yield _reply(str(row["question"]), str(row["answer"]), "gsm8k", Refusal.NONE.value)
     for row in _jsonl(train / "humaneval/HumanEval.jsonl"):
-        yield _reply(str(row["prompt"]), str(row["prompt"]) + str(row["canonical_solution"]),
-                     "humaneval", Refusal.NONE.value)
+        yield _reply(
+            str(row["prompt"]),
+            str(row["prompt"]) + str(row["canonical_solution"]),
+            "humaneval",
+            Refusal.NONE.value,
+        )
     for row in _jsonl(train / "self_instruct/user_oriented_instructions.jsonl"):
         instance = row["instances"][0]  # type: ignore[index]
         prompt = f"{row['instruction']}\n{instance['input']}".strip()
         yield _reply(prompt, str(instance["output"]), "self_instruct", Refusal.NONE.value)
     convs = list(_jsonl(train / "multiturn/mtbench101.norm.jsonl"))
     rng.shuffle(convs)
-    for conv in convs[:400]:
+    for conv in convs[:250]:
         messages = conv["messages"]
         if len(messages) >= 2 and messages[1]["role"] == "assistant":  # type: ignore[index]
-            yield _reply(str(messages[0]["content"]), str(messages[1]["content"]),  # type: ignore[index]
-                         "mtbench101", Refusal.NONE.value)
+            yield _reply(
+                str(messages[0]["content"]),
+                str(messages[1]["content"]),  # type: ignore[index]
+                "mtbench101",
+                Refusal.NONE.value,
+            )
 
 
 def _dedup(examples: Iterable[Example]) -> list[Example]:
@@ -273,17 +289,50 @@ def is_dev(example: Example, dev_fraction: float) -> bool:
     return int.from_bytes(digest[:4], "big") / 2**32 < dev_fraction
 
 
-def load(data_dir: Path, seed: int = 13, dev_fraction: float = 0.1) -> tuple[list[Example], list[Example]]:
+def load(
+    data_dir: Path, seed: int = 13, dev_fraction: float = 0.1
+) -> tuple[list[Example], list[Example]]:
     """(train, dev) examples from ``data_dir/train`` and guard/training/data/."""
     train_dir = data_dir / "train"
     if not train_dir.is_dir():
-        raise FileNotFoundError(f"{train_dir} not found (pass --data pointing at the datasets folder)")
-    rng = random.Random(seed)
-    examples = _dedup([*harmful_prompts(train_dir, rng), *benign_prompts(train_dir, rng),
-                       *replies(train_dir, rng)])
+        raise FileNotFoundError(
+            f"{train_dir} not found (pass --data pointing at the datasets folder)"
+        )
+    rng = random.Random(seed)  # noqa: S311 - reproducible sampling, not security
+    examples = _dedup(
+        [
+            *harmful_prompts(train_dir, rng),
+            *benign_prompts(train_dir, rng),
+            *replies(train_dir, rng),
+        ]
+    )
     train = [e for e in examples if not is_dev(e, dev_fraction)]
     dev = [e for e in examples if is_dev(e, dev_fraction)]
-    return train, dev
+    return train + buried(train, rng), dev
+
+
+def buried(train: list[Example], rng: random.Random, n: int = 700) -> list[Example]:
+    """Harmful requests placed after (or before) benign text, and benign+benign pairs.
+
+    Public harmful prompts are short and long texts are mostly benign, so without these a
+    model learns "long means benign" and a request buried in a long prompt slips through
+    (the scorer's windows only help if a window with context still reads as harmful).
+    Built from the train side only, so the dev split stays untouched.
+    """
+    benign = [e.text for e in train if e.harmful is False and 80 <= len(e.text) <= 600]
+    harmful = [e for e in train if e.harmful and len(e.text) <= 300]
+    extra: list[Example] = []
+    for example in rng.sample(harmful, min(n, len(harmful))):
+        context = rng.choice(benign)
+        text = (
+            f"{context}\n\n{example.text}"
+            if rng.random() < 0.75
+            else f"{example.text}\n\n{context}"
+        )
+        extra.append(_harm(text, "buried_harmful", example.category))
+    for _ in range(n // 2):
+        extra.append(_benign(f"{rng.choice(benign)}\n\n{rng.choice(benign)}", "benign_pair"))
+    return extra
 
 
 def describe(examples: list[Example]) -> dict[str, int]:

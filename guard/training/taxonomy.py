@@ -49,7 +49,7 @@ _KEYWORD_RULES: tuple[tuple[str, str], ...] = (
     ),
     (
         "suicide_self_harm",
-        r"suicid|kill(ing)? (myself|yourself|themselves)|end(ing)? (my|your) (own )?life|self[- ]harm|"
+        r"suicid|kill(ing)? (myself|yourself|themselves)|end(ing)? (my|your) (own )?life|self[- ]harm|"  # noqa: E501
         r"cut(ting)? (myself|yourself)|hurt myself|anorexi|bulimi|starv(e|ing) (myself|yourself)|"
         r"pro-ana|overdose",
     ),
@@ -98,7 +98,9 @@ _KEYWORD_RULES: tuple[tuple[str, str], ...] = (
     ),
 )
 
-_COMPILED = tuple((name, re.compile(pattern, re.IGNORECASE | re.DOTALL)) for name, pattern in _KEYWORD_RULES)
+_COMPILED = tuple(
+    (name, re.compile(pattern, re.IGNORECASE | re.DOTALL)) for name, pattern in _KEYWORD_RULES
+)
 
 assert {name for name, _ in _KEYWORD_RULES} <= set(HAZARDS)
 
@@ -137,7 +139,10 @@ FORBIDDEN_QUESTIONS: dict[str, str | None] = {
     "Gov Decision": "non_violent_crimes",
 }
 FORBIDDEN_QUESTIONS_EXCLUDED = (
-    "Economic Harm", "Financial Advice", "Health Consultation", "Legal Opinion",
+    "Economic Harm",
+    "Financial Advice",
+    "Health Consultation",
+    "Legal Opinion",
     "Political Lobbying",
 )
 

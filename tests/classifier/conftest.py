@@ -14,7 +14,11 @@ SHIPPED_FILES = (MODEL_FILE, TOKENIZER_FILE, LABELS_FILE)
 
 def shipped_model_missing() -> str | None:
     missing = [name for name in SHIPPED_FILES if not (SHIPPED_MODEL_DIR / name).is_file()]
-    return f"models/ lacks {', '.join(missing)} (train it: python3 -m guard.training.train)" if missing else None
+    return (
+        f"models/ lacks {', '.join(missing)} (train it: python3 -m guard.training.train)"
+        if missing
+        else None
+    )
 
 
 @pytest.fixture(scope="session")

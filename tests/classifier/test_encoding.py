@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from tokenizers import Tokenizer
 from tokenizers.models import WordLevel
@@ -17,24 +19,30 @@ def _encoder(windowing: Windowing) -> Encoder:
 
 
 def test_short_text_is_one_window_with_special_tokens() -> None:
-    (windows,) = _encoder(Windowing(max_length=8, stride=3, reply_prompt_tokens=2)).text_windows(["w1 w2"])
+    (windows,) = _encoder(Windowing(max_length=8, stride=3, reply_prompt_tokens=2)).text_windows(
+        ["w1 w2"]
+    )
     assert [w.ids for w in windows] == [(2, 11, 12, 3)]
 
 
 def test_long_text_windows_overlap_and_cover_the_end() -> None:
     words = " ".join(f"w{i}" for i in range(20))
-    (windows,) = _encoder(Windowing(max_length=8, stride=4, reply_prompt_tokens=2)).text_windows([words])
+    (windows,) = _encoder(Windowing(max_length=8, stride=4, reply_prompt_tokens=2)).text_windows(
+        [words]
+    )
     bodies = [w.ids[1:-1] for w in windows]
     assert all(len(body) == 6 for body in bodies)
     assert bodies[0][0] == 10 and bodies[-1][-1] == 29  # first and last token both covered
     covered = {token for body in bodies for token in body}
     assert covered == set(range(10, 30))
-    assert all(set(a) & set(b) for a, b in zip(bodies, bodies[1:], strict=False))  # overlap
+    assert all(set(a) & set(b) for a, b in itertools.pairwise(bodies))  # overlap
 
 
 def test_first_only_keeps_the_head_window() -> None:
     words = " ".join(f"w{i}" for i in range(20))
-    (windows,) = _encoder(Windowing(max_length=8, stride=4, reply_prompt_tokens=2)).text_windows([words], first_only=True)
+    (windows,) = _encoder(Windowing(max_length=8, stride=4, reply_prompt_tokens=2)).text_windows(
+        [words], first_only=True
+    )
     assert len(windows) == 1
 
 
@@ -59,6 +67,8 @@ def test_batch_pads_and_masks() -> None:
 @pytest.mark.parametrize(
     ("max_length", "stride", "reply_prompt_tokens"), [(4, 1, 0), (16, 15, 0), (16, 4, 9)]
 )
-def test_bad_window_geometry_is_refused(max_length: int, stride: int, reply_prompt_tokens: int) -> None:
+def test_bad_window_geometry_is_refused(
+    max_length: int, stride: int, reply_prompt_tokens: int
+) -> None:
     with pytest.raises(ValueError, match="must"):
         Windowing(max_length, stride, reply_prompt_tokens)

@@ -1,15 +1,26 @@
-"""The Dockerfile and compose file, linted by parsing (no Docker engine in the test run)."""
+"""The Dockerfile and compose file: linted by parsing, and the image's steps replayed.
+
+There is no Docker engine in the test run, so the last test replays what the image does
+(install, copy, start, health check) in a temporary directory instead.
+"""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
 import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -17,7 +28,7 @@ from guard.cli import build_parser
 from guard.serve import settings_from_args
 from guard.settings import Settings, load_settings
 
-from .support import DEPLOY, REPO
+from .support import DEPLOY, REPO, free_port
 
 DOCKERFILE = DEPLOY / "Dockerfile"
 COMPOSE = DEPLOY / "compose.yaml"
@@ -215,3 +226,117 @@ def test_compose_prometheus_scrapes_the_guard_service(compose: dict[str, Any]) -
         source = volume.split(":")[0]
         if source.startswith("./"):
             assert (DEPLOY / source).exists(), f"{volume}: mount source missing"
+
+
+# ------------------------------------------------------------- the image, minus Docker
+
+
+def _context_files(source: str, excluded: list[str]) -> list[Path]:
+    """Files under ``source`` that the build context sends (the dockerignore applied)."""
+    root = REPO / source
+    files = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()]
+    return [
+        path
+        for path in files
+        if not any(
+            fnmatch.fnmatch(str(path.relative_to(REPO)), pattern.rstrip("/") + suffix)
+            for pattern in excluded
+            for suffix in ("", "/*")
+        )
+    ]
+
+
+def _copy_like_docker(stage: list[Instruction], root: Path, excluded: list[str]) -> None:
+    """Run the stage's COPY instructions from the repository into ``root``."""
+    workdir = Path("/")
+    for instruction in stage:
+        if instruction.keyword == "WORKDIR":
+            workdir = workdir / instruction.args
+        if instruction.keyword != "COPY" or "--from" in instruction.args:
+            continue
+        *sources, target = instruction.words()
+        destination_dir = root / (workdir / target).relative_to("/")
+        for source in sources:
+            for path in _context_files(source, excluded):
+                if (REPO / source).is_file():
+                    destination = destination_dir / path.name
+                else:
+                    destination = destination_dir / path.relative_to(REPO / source)
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, destination)
+
+
+def test_image_steps_install_a_guard_that_runs_and_passes_its_health_check(
+    tmp_path: Path,
+) -> None:
+    """Replays the Dockerfile without Docker: copy what the build stage copies (with the
+    dockerignore applied), ``pip install .`` into a directory, copy what the runtime stage
+    copies into /app, start ``guard serve`` there with the image's environment and no
+    repository on the path, and run the image's own HEALTHCHECK command against it."""
+    stages = parse_dockerfile(DOCKERFILE.read_text(encoding="utf-8"))
+    build, final = stages[0], stages[-1]
+    ignore = (DEPLOY / "Dockerfile.dockerignore").read_text(encoding="utf-8").splitlines()
+    excluded = [line for line in ignore if line and not line.startswith(("#", "!", "*"))]
+    excluded += ["**/__pycache__", "*.pyc"]
+    build_root, root = tmp_path / "build", tmp_path / "root"
+    (workdir,) = [i.args for i in build if i.keyword == "WORKDIR"]
+    _copy_like_docker(build, build_root, excluded)
+    source_dir = build_root / workdir.lstrip("/")
+    # Installed into a directory of its own: the dependencies are the ones installed here
+    # already; the guard package itself comes only from this install.
+    site = tmp_path / "site"
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
+         "--no-index", "--quiet", "--target", str(site), str(source_dir)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert install.returncode == 0, install.stdout + install.stderr
+    _copy_like_docker(final, root, excluded)
+    (app_dir,) = [i.args for i in final if i.keyword == "WORKDIR"]
+    app = root / app_dir.lstrip("/")
+    image_env = _env(final)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GUARD_")}
+    env |= {k: v for k, v in image_env.items() if k != "PATH"}
+    env["PATH"] = f"{site / 'bin'}:{env['PATH']}"
+    env["PYTHONPATH"] = str(site)
+    # The image's paths (/app/...) live under the temporary root here.
+    for name in ("GUARD_CLASSIFIER__MODEL_DIR", "GUARD_POLICY__DIR"):
+        env[name] = str(root / image_env[name].lstrip("/"))
+    env["GUARD_SERVER__PORT"] = str(port)
+    where = subprocess.run(
+        ["python", "-c", "import guard; print(guard.__file__)"],
+        cwd=app, env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert where.stdout.startswith(str(site)), "the installed guard must be the one running"
+
+    (entrypoint,) = _all(final, "ENTRYPOINT")
+    (cmd,) = _all(final, "CMD")
+    argv = entrypoint.words() + cmd.words()
+    argv[argv.index("--host") + 1] = "127.0.0.1"  # no need to listen beyond loopback here
+    process = subprocess.Popen(
+        argv, cwd=app, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    (health,) = _all(final, "HEALTHCHECK")
+    _, cmd_keyword, exec_form = health.args.partition("CMD ")
+    assert cmd_keyword, "HEALTHCHECK without CMD"
+    image_port = image_env["GUARD_SERVER__PORT"]
+    check_cmd = [part.replace(f":{image_port}/", f":{port}/") for part in json.loads(exec_form)]
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"the installed guard exited: {process.communicate()[0]}")
+            result = subprocess.run(check_cmd, cwd=app, env=env, capture_output=True, check=False)
+            if result.returncode == 0:
+                break
+            if time.monotonic() > deadline:
+                pytest.fail(f"HEALTHCHECK never passed: {result.stderr.decode()[-2000:]}")
+            time.sleep(0.3)
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        # The baked-in policies loaded (their version is on /metrics).
+        assert re.search(r'^guard_policy_info\{[^}]*version="\w+"', metrics, re.MULTILINE)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    assert "Traceback" not in output, output

@@ -10,13 +10,14 @@ from typing import Any
 
 import pytest
 import yaml
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from guard.metrics import GuardMetrics
 
 from .support import (
     DEPLOY,
     DOCS,
+    REPO,
     exported_families,
     exported_names,
     find_key,
@@ -215,3 +216,25 @@ def test_provisioning_loads_the_dashboard_from_where_compose_mounts_it() -> None
     assert prometheus["type"] == "prometheus"
     assert prometheus["url"] == "http://prometheus:9090"
     assert "prometheus" in compose["services"]
+
+
+def test_every_exported_metric_is_recorded_by_the_guard() -> None:
+    """No dashboard panel watches a metric nothing records (metrics.py adds none unused)."""
+    metrics = GuardMetrics(CollectorRegistry())
+    attributes = [
+        name
+        for name, value in vars(metrics).items()
+        if isinstance(value, Counter | Gauge | Histogram | Info)
+    ]
+    sources = "\n".join(
+        path.read_text(encoding="utf-8")
+        for path in (REPO / "guard").rglob("*.py")
+        if path.name != "metrics.py" and "training" not in path.parts
+    )
+    unrecorded = [
+        name
+        for name in attributes
+        if not re.search(rf"\.{name}\s*\.\s*(labels|inc|dec|set|observe|info)\(", sources)
+    ]
+    assert len(attributes) == len(exported_families(metrics.registry))
+    assert unrecorded == []

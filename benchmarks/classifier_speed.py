@@ -1,0 +1,155 @@
+"""Classifier speed: ms per turn on one core, turns/s with batching on two cores.
+
+    python3 benchmarks/classifier_speed.py --model-dir models \
+        --fp32 runs/m1_work/guard.fp32.onnx --out benchmarks/results/classifier_speed.json
+
+Per-turn latency is the whole synchronous path the guard runs for one user turn
+(tokenize, window, onnxruntime, sigmoid, max over windows) with intra_op_threads=1,
+measured for turns of exactly 16, 64 and 256 tokens.  Throughput is the async
+OnnxScorer (two inference threads, micro-batching up to 16) fed 64-token turns by many
+concurrent callers.  The int8 model (shipped) and its fp32 export run side by side.
+Run it on an otherwise idle machine; the figures depend on the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from guard.classifier.labels import LABELS_FILE, MODEL_FILE, TOKENIZER_FILE
+from guard.classifier.predictor import Predictor
+from guard.classifier.scorer import OnnxScorer
+from guard.classifier.session import LoadedModel, load_model
+
+SENTENCE = (
+    "Could you help me plan a three day walking trip through the hills near the lake, with "
+    "places to stay, how far to walk each day and what to pack if it rains in the evening? "
+)
+
+
+def turn_of(model: LoadedModel, tokens: int) -> str:
+    """A natural-looking text that tokenizes to exactly ``tokens`` tokens (no specials)."""
+    tokenizer = model.encoder._tokenizer  # the benchmark needs the raw tokenizer
+    ids = tokenizer.encode(SENTENCE * (tokens // 10 + 2), add_special_tokens=False).ids[:tokens]
+    text = tokenizer.decode(ids)
+    assert len(tokenizer.encode(text, add_special_tokens=False).ids) == tokens
+    return str(text)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def latency(model: LoadedModel, tokens: int, repeats: int) -> dict[str, float]:
+    predictor = Predictor(model)
+    text = turn_of(model, tokens)
+    for _ in range(20):
+        predictor.score_prompts([text])
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        predictor.score_prompts([text])
+        times.append((time.perf_counter() - started) * 1000)
+    return {
+        "tokens": tokens,
+        "windows": len(model.encoder.text_windows([text])[0]),
+        "p50_ms": round(statistics.median(times), 3),
+        "p99_ms": round(percentile(times, 0.99), 3),
+        "mean_ms": round(statistics.fmean(times), 3),
+    }
+
+
+async def throughput(model: LoadedModel, turns: int, concurrency: int) -> dict[str, float]:
+    scorer = OnnxScorer(model, inference_threads=2, max_batch=16, batch_wait_ms=1.0, timeout_s=60)
+    text = turn_of(model, 64)
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one() -> None:
+        async with semaphore:
+            await scorer.score_prompts([text])
+
+    try:
+        await asyncio.gather(*(one() for _ in range(50)))  # warm-up
+        started = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(turns)))
+        elapsed = time.perf_counter() - started
+    finally:
+        await scorer.aclose()
+    return {"turns": turns, "concurrency": concurrency, "turns_per_s": round(turns / elapsed, 1)}
+
+
+def model_dir_for(source_dir: Path, onnx_file: Path, scratch: Path) -> Path:
+    """A model folder holding ``onnx_file`` as guard.onnx plus the shipped labels/tokenizer."""
+    target = scratch / onnx_file.stem
+    target.mkdir()
+    os.symlink(onnx_file.resolve(), target / MODEL_FILE)
+    for name in (LABELS_FILE, TOKENIZER_FILE):
+        shutil.copyfile(source_dir / name, target / name)
+    return target
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-dir", type=Path, default=Path("models"))
+    parser.add_argument("--fp32", type=Path, default=None, help="unquantized export to compare")
+    parser.add_argument("--repeats", type=int, default=300)
+    parser.add_argument("--turns", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    variants = {"int8": args.model_dir / MODEL_FILE}
+    if args.fp32 is not None:
+        variants["fp32"] = args.fp32
+    results: dict[str, object] = {
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+        },
+        "models": {},
+    }
+    with tempfile.TemporaryDirectory() as scratch:
+        for name, path in variants.items():
+            directory = model_dir_for(args.model_dir, path, Path(scratch))
+            one_core = load_model(directory, intra_op_threads=1)
+            entry = {
+                "file": str(path),
+                "size_mb": round(path.stat().st_size / 1e6, 1),
+                "one_core": [latency(one_core, n, args.repeats) for n in (16, 64, 256)],
+                "two_cores_batched": asyncio.run(
+                    throughput(one_core, args.turns, args.concurrency)
+                ),
+            }
+            results["models"][name] = entry  # type: ignore[index]
+            print(json.dumps({name: entry}), flush=True)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print("| model | tokens | windows | p50 ms | p99 ms |")
+    print("|---|---|---|---|---|")
+    for name, entry in results["models"].items():  # type: ignore[attr-defined]
+        for row in entry["one_core"]:
+            print(
+                f"| {name} | {row['tokens']} | {row['windows']} | {row['p50_ms']} | {row['p99_ms']} |"  # noqa: E501
+            )
+    for name, entry in results["models"].items():  # type: ignore[attr-defined]
+        print(
+            f"{name}: {entry['two_cores_batched']['turns_per_s']} turns/s (64 tokens, 2 threads, batching)"  # noqa: E501
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
