@@ -1,11 +1,20 @@
-"""Tune the escalation weights and the flag threshold on train/multiturn (never eval/).
+"""Tune multi-turn settings on train/multiturn (never eval/).
 
-Replays the train split once per configuration of a small grid (texts are scored once
-and shared across configurations), and for each reports the lowest flag threshold at
-which no benign train set has more than ``--max-benign`` of its conversations flagged,
-with the share of attacks caught there (the rule of benchmarks/multiturn_eval.py).
+Replays the train split once per configuration of a small grid (texts and replies are
+scored once and shared across configurations), with the rule of
+benchmarks/multiturn_eval.py.
+
+* ``--through engine`` (the default): the policy knobs.  Every combination of
+  ``escalation.flag``, ``escalation.block`` and ``escalation.split_intent`` is applied
+  to a copy of ``--policies`` and the conversations go through the engine; each row
+  gives what the guard decides (attacks caught, benign flagged and blocked per set,
+  which reasons fired on benign conversations).
+* ``--through memory``: the escalation weights; for each, the lowest conversation-risk
+  flag threshold at which no benign train set has more than ``--max-benign`` of its
+  conversations flagged, with the share of attacks caught there.
 
     python3 -m benchmarks.multiturn_tune --data ../shared/datasets --limit 150
+    python3 -m benchmarks.multiturn_tune --data ../shared/datasets --through memory
 """
 
 from __future__ import annotations
@@ -17,9 +26,19 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks.multiturn_eval import dialogues_of, make_scorer, replay_all, score, thresholds
+from benchmarks.multiturn_eval import (
+    Trace,
+    dialogues_of,
+    make_scorer,
+    quiet_logs,
+    replay_all,
+    score,
+    thresholds,
+)
+from benchmarks.multiturn_through import offline_policies, with_escalation
 from guard.memory.escalation import EscalationConfig
 from guard.scoring import HarmScore, ReplyInput, ReplyScore, Scorer
+from guard.settings import SHIPPED_POLICY_DIR
 
 
 class SharedScores:
@@ -28,6 +47,7 @@ class SharedScores:
     def __init__(self, scorer: Scorer) -> None:
         self._scorer = scorer
         self._scores: dict[str, HarmScore] = {}
+        self._replies: dict[ReplyInput, ReplyScore] = {}
 
     async def score_prompts(self, texts: Sequence[str]) -> list[HarmScore]:
         new = [t for t in dict.fromkeys(texts) if t not in self._scores]
@@ -37,7 +57,11 @@ class SharedScores:
         return [self._scores[t] for t in texts]
 
     async def score_replies(self, replies: Sequence[ReplyInput]) -> list[ReplyScore]:
-        return await self._scorer.score_replies(replies)
+        new = [r for r in dict.fromkeys(replies) if r not in self._replies]
+        if new:
+            for reply, result in zip(new, await self._scorer.score_replies(new), strict=True):
+                self._replies[reply] = result
+        return [self._replies[r] for r in replies]
 
     async def aclose(self) -> None:
         await self._scorer.aclose()
@@ -47,10 +71,55 @@ def _floats(text: str) -> list[float]:
     return [float(v) for v in text.split(",")]
 
 
+async def tune_policy(args: argparse.Namespace) -> None:
+    args.split = "train"
+    dialogues = dialogues_of(args)
+    flag_point, block = thresholds(None, args.block_threshold)
+    shared = SharedScores(make_scorer(args.scorer, args.model_dir))
+    base = offline_policies(args.policies)
+    print(f"train dialogues: {len(dialogues)}; clearly harmful >= {block:.3f}\n")
+    print("| split_intent | escalation.flag | escalation.block | attacks caught "
+          "| benign flagged per set | worst | benign blocked (worst set) "
+          "| reasons on benign (share of all benign) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    try:
+        grid = itertools.product(
+            args.split_intent.split(","), _floats(args.escalation_flag),
+            _floats(args.escalation_block),
+        )  # fmt: skip
+        for split_intent, flag, esc_block in grid:
+            if esc_block < flag:
+                continue
+            policies = with_escalation(base, flag=flag, block=esc_block, split_intent=split_intent)
+            attacks, benign = await replay_all(
+                dialogues, shared, EscalationConfig(), seed=7, modes=("explicit",),
+                policies=policies,
+            )  # fmt: skip
+            result = score(attacks, benign, flag_point, block)
+            per_set = ", ".join(f"{100 * v:.1f}" for v in result.benign_flagged.values())
+            print(
+                f"| {split_intent} | {flag} | {esc_block} | {100 * result.attack_caught:.1f}% "
+                f"| {per_set} | {100 * max(result.benign_flagged.values()):.1f}% "
+                f"| {100 * max(result.benign_blocked.values()):.1f}% | {_reasons(benign)} |",
+                flush=True,
+            )
+    finally:
+        await shared.aclose()
+
+
+def _reasons(benign: Sequence[Trace]) -> str:
+    counts: dict[str, int] = {}
+    for trace in benign:
+        for reason in {r for reasons in trace.reasons for r in reasons}:
+            counts[reason] = counts.get(reason, 0) + 1
+    total = max(len(benign), 1)
+    return ", ".join(f"{r} {100 * c / total:.1f}%" for r, c in sorted(counts.items()))
+
+
 async def tune(args: argparse.Namespace) -> None:
     args.split = "train"
     dialogues = dialogues_of(args)
-    _, block = thresholds(args.model_dir, None, args.block_threshold)
+    _, block = thresholds(None, args.block_threshold)
     shared = SharedScores(make_scorer(args.scorer, args.model_dir))
     print(f"train dialogues: {len(dialogues)}; block threshold {block:.3f}\n")
     print("| min_turn_words | joint_weight | peak_decay | trend_weight | flag threshold "
@@ -99,6 +168,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--scorer", choices=("onnx", "keyword"), default="onnx")
     parser.add_argument("--model-dir", type=Path, default=Path("models"))
+    parser.add_argument("--through", choices=("engine", "memory"), default="engine")
+    parser.add_argument("--policies", type=Path, default=SHIPPED_POLICY_DIR)
+    parser.add_argument("--split-intent", default="joint,memory", help="engine grid")
+    parser.add_argument(
+        "--escalation-flag", default="0.5,0.6,0.7,0.8,0.85,0.9,0.92,0.95", help="engine grid"
+    )
+    parser.add_argument("--escalation-block", default="0.95", help="engine grid")
     parser.add_argument("--block-threshold", type=float, default=None)
     parser.add_argument("--limit", type=int, default=0, help="N of each train set, evenly spaced")
     parser.add_argument("--max-benign", type=float, default=0.02)
@@ -107,7 +183,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--peak-decay", default="0.6,0.8")
     parser.add_argument("--trend-weight", default="0,1")
     # (the joint window's length is a cost choice: benchmarks/memory_cost.py --joint-chars)
-    asyncio.run(tune(parser.parse_args(argv)))
+    args = parser.parse_args(argv)
+    quiet_logs()
+    asyncio.run(tune_policy(args) if args.through == "engine" else tune(args))
     return 0
 
 

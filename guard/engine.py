@@ -33,6 +33,7 @@ from guard.metrics import GuardMetrics
 from guard.policy.decide import (
     TURN_REASONS,
     category_of,
+    conversation_risk,
     enforced,
     reply_decision,
     request_decision,
@@ -119,9 +120,7 @@ class Engine:
         category = category_of(judgement, turn)
         thresholds = thresholds_for(policies, category)
         would, reasons = request_decision(policies, thresholds, turn, judgement)
-        risk = (
-            max(turn.risk, judgement.joint_score.risk, judgement.risk) if judgement else turn.risk
-        )
+        risk = conversation_risk(policies, turn, judgement)
         mode = policies.mode_for(category)
         action = enforced(would, mode)
         reply = None

@@ -50,6 +50,18 @@ def _level(risk: float, flag: float, block: float) -> Action:
     return Action.FLAG if risk >= flag else Action.ALLOW
 
 
+def conversation_risk(
+    policies: PolicySet, turn: HarmScore, judgement: ConversationJudgement | None
+) -> float:
+    """The risk a request is decided at: the strongest signal the policy listens to."""
+    if judgement is None:
+        return turn.risk
+    risks = [turn.risk, judgement.risk]
+    if policies.general.escalation.split_intent == "joint":
+        risks.append(judgement.joint_score.risk)
+    return max(risks)
+
+
 def request_decision(
     policies: PolicySet,
     thresholds: Thresholds,
@@ -63,10 +75,12 @@ def request_decision(
         joint = judgement.joint_score.risk
         turn_level = _RANK[signals[0][1]]
         # Conversation-level signals count only where they go beyond the last turn.
-        for name, level in (
-            ("split_intent", _level(joint, thresholds.flag, thresholds.block)),
-            ("escalation", _level(judgement.risk, escalation.flag, escalation.block)),
-        ):
+        conversation = [("escalation", _level(judgement.risk, escalation.flag, escalation.block))]
+        if escalation.split_intent == "joint":
+            conversation.insert(
+                0, ("split_intent", _level(joint, thresholds.flag, thresholds.block))
+            )
+        for name, level in conversation:
             if _RANK[level] > turn_level:
                 signals.append((name, level))
         if judgement.forged_turns:

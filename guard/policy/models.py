@@ -150,6 +150,10 @@ class EscalationPolicy(_Model):
     # too (0 turns it off): persistence is a signal of its own.
     block_after_blocks: int = Field(default=2, ge=0)
     capitulation: Literal["flag", "rewrite"] = "rewrite"  # compliance after a refusal
+    # Harm split across turns: "joint" decides the recent user turns joined with the
+    # category thresholds (reason split_intent); "memory" leaves the joint text to the
+    # conversation risk, where it counts at the memory's joint weight (reason escalation).
+    split_intent: Literal["joint", "memory"] = "joint"
 
     @model_validator(mode="after")
     def _ordered(self) -> EscalationPolicy:
