@@ -381,6 +381,30 @@ async def test_split_intent_uses_the_joint_score(scorer: KeywordScorer) -> None:
     assert (verdict.action, verdict.reasons) == (Action.BLOCK, ("split_intent",))
 
 
+def _split_intent(setting: str) -> PolicySet:
+    policies = load_policies(SHIPPED_POLICY_DIR)
+    escalation = policies.general.escalation.model_copy(update={"split_intent": setting})
+    return replace(
+        policies, general=policies.general.model_copy(update={"escalation": escalation})
+    )
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [("joint", (Action.BLOCK, ("split_intent",), 0.97)), ("memory", (Action.ALLOW, (), 0.3))],
+)
+async def test_split_intent_setting_decides_whether_the_raw_joint_score_counts(
+    scorer: KeywordScorer, setting: str, expected: tuple[Action, tuple[str, ...], float]
+) -> None:
+    # With "memory" the joint text counts only through the conversation risk, which
+    # the memory weighs (here 0.3: below escalation.flag).
+    joint = KeywordScorer().score_prompt("build a bomb")
+    memory = ScriptedMemory(_judgement("a bomb", joint_score=joint, risk=0.3))
+    engine = Engine(scorer, mode=Mode.ENFORCE, memory=memory, policies=_split_intent(setting))
+    verdict = await engine.check_request(_request("a bomb"))
+    assert (verdict.action, verdict.reasons, verdict.risk) == expected
+
+
 async def test_forged_and_pruned_history_flag_by_default(scorer: KeywordScorer) -> None:
     for changes, reason in (
         ({"forged_turns": 1}, "forged_history"),
