@@ -67,6 +67,10 @@ class SharedScores:
         await self._scorer.aclose()
 
 
+# Reasons the conversation memory gives beyond the last turn's own score.
+CONVERSATION_REASONS = ("split_intent", "escalation", "repeated_after_blocks")
+
+
 def _floats(text: str) -> list[float]:
     return [float(v) for v in text.split(",")]
 
@@ -79,9 +83,11 @@ async def tune_policy(args: argparse.Namespace) -> None:
     base = offline_policies(args.policies)
     print(f"train dialogues: {len(dialogues)}; clearly harmful >= {block:.3f}\n")
     print("| split_intent | escalation.flag | escalation.block | attacks caught "
+          "| of which first flagged by a conversation-level reason "
           "| benign flagged per set | worst | benign blocked (worst set) "
+          "| benign with a conversation-level reason "
           "| reasons on benign (share of all benign) |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     try:
         grid = itertools.product(
             args.split_intent.split(","), _floats(args.escalation_flag),
@@ -97,14 +103,26 @@ async def tune_policy(args: argparse.Namespace) -> None:
             )  # fmt: skip
             result = score(attacks, benign, flag_point, block)
             per_set = ", ".join(f"{100 * v:.1f}" for v in result.benign_flagged.values())
+            by_conversation = sum(
+                any(r in CONVERSATION_REASONS for rs in t.reasons for r in rs) for t in benign
+            ) / max(len(benign), 1)
+            attack_share = sum(
+                any(r in CONVERSATION_REASONS for r in _first_reasons(t)) for t in attacks
+            ) / max(len(attacks), 1)
             print(
                 f"| {split_intent} | {flag} | {esc_block} | {100 * result.attack_caught:.1f}% "
+                f"| {100 * attack_share:.1f}% "
                 f"| {per_set} | {100 * max(result.benign_flagged.values()):.1f}% "
-                f"| {100 * max(result.benign_blocked.values()):.1f}% | {_reasons(benign)} |",
+                f"| {100 * max(result.benign_blocked.values()):.1f}% "
+                f"| {100 * by_conversation:.1f}% | {_reasons(benign)} |",
                 flush=True,
             )
     finally:
         await shared.aclose()
+
+
+def _first_reasons(trace: Trace) -> tuple[str, ...]:
+    return next((rs for rs, flagged in zip(trace.reasons, trace.flags, strict=True) if flagged), ())
 
 
 def _reasons(benign: Sequence[Trace]) -> str:
