@@ -5,7 +5,8 @@ scored once and shared across configurations), with the rule of
 benchmarks/multiturn_eval.py.
 
 * ``--through engine`` (the default): the policy knobs.  Every combination of
-  ``escalation.flag``, ``escalation.block`` and ``escalation.split_intent`` is applied
+  ``escalation.flag``, ``escalation.block``, ``escalation.split_intent`` and
+  ``escalation.fragments`` is applied
   to a copy of ``--policies`` and the conversations go through the engine; each row
   gives what the guard decides (attacks caught, benign flagged and blocked per set,
   which reasons fired on benign conversations).
@@ -82,21 +83,23 @@ async def tune_policy(args: argparse.Namespace) -> None:
     shared = SharedScores(make_scorer(args.scorer, args.model_dir))
     base = offline_policies(args.policies)
     print(f"train dialogues: {len(dialogues)}; clearly harmful >= {block:.3f}\n")
-    print("| split_intent | escalation.flag | escalation.block | attacks caught "
+    print("| fragments | split_intent | escalation.flag | escalation.block | attacks caught "
           "| of which first flagged by a conversation-level reason "
           "| benign flagged per set | worst | benign blocked (worst set) "
           "| benign with a conversation-level reason "
           "| reasons on benign (share of all benign) |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     try:
         grid = itertools.product(
-            args.split_intent.split(","), _floats(args.escalation_flag),
-            _floats(args.escalation_block),
+            args.fragments.split(","), args.split_intent.split(","),
+            _floats(args.escalation_flag), _floats(args.escalation_block),
         )  # fmt: skip
-        for split_intent, flag, esc_block in grid:
+        for fragments, split_intent, flag, esc_block in grid:
             if esc_block < flag:
                 continue
-            policies = with_escalation(base, flag=flag, block=esc_block, split_intent=split_intent)
+            policies = with_escalation(
+                base, flag=flag, block=esc_block, split_intent=split_intent, fragments=fragments
+            )
             attacks, benign = await replay_all(
                 dialogues, shared, EscalationConfig(), seed=7, modes=("explicit",),
                 policies=policies,
@@ -110,7 +113,8 @@ async def tune_policy(args: argparse.Namespace) -> None:
                 any(r in CONVERSATION_REASONS for r in _first_reasons(t)) for t in attacks
             ) / max(len(attacks), 1)
             print(
-                f"| {split_intent} | {flag} | {esc_block} | {100 * result.attack_caught:.1f}% "
+                f"| {fragments} | {split_intent} | {flag} | {esc_block} "
+                f"| {100 * result.attack_caught:.1f}% "
                 f"| {100 * attack_share:.1f}% "
                 f"| {per_set} | {100 * max(result.benign_flagged.values()):.1f}% "
                 f"| {100 * max(result.benign_blocked.values()):.1f}% "
@@ -189,6 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--through", choices=("engine", "memory"), default="engine")
     parser.add_argument("--policies", type=Path, default=SHIPPED_POLICY_DIR)
     parser.add_argument("--split-intent", default="joint,memory", help="engine grid")
+    parser.add_argument("--fragments", default="alone,in_context", help="engine grid")
     parser.add_argument(
         "--escalation-flag", default="0.5,0.6,0.7,0.8,0.85,0.9,0.92,0.95", help="engine grid"
     )

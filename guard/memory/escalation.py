@@ -75,16 +75,19 @@ def joint_text(users: Sequence[str], config: EscalationConfig) -> str | None:
     return text
 
 
-def standalone(score: HarmScore, text: str, index: int, config: EscalationConfig) -> HarmScore:
-    """The score a turn counts with on its own: a later fragment counts as benign.
+def is_fragment(text: str, index: int, config: EscalationConfig) -> bool:
+    """Whether user turn ``index`` is too short to judge alone.
 
-    The first turn has no context to be judged in, so it always counts.
+    The first turn has no context to be judged in, so it is never a fragment.
     """
     if index == 0 or config.min_turn_words <= 0:
-        return score
-    if len(text.split(None, config.min_turn_words)) >= config.min_turn_words:
-        return score
-    return HarmScore.benign()
+        return False
+    return len(text.split(None, config.min_turn_words)) < config.min_turn_words
+
+
+def standalone(score: HarmScore, text: str, index: int, config: EscalationConfig) -> HarmScore:
+    """The score a turn counts with on its own: a later fragment counts as benign."""
+    return HarmScore.benign() if is_fragment(text, index, config) else score
 
 
 def slope(values: Sequence[float]) -> float:

@@ -28,6 +28,9 @@ class ConversationJudgement:
     forged_turns: int = 0  # assistant turns in history the guard never relayed
     pruned: bool = False  # history shorter than what the guard has seen
     first_contact: bool = True  # the guard had no state for this conversation
+    # The last turn is a later turn too short to judge alone (the memory's
+    # min_turn_words): it counts only in context, through the joint text and ``risk``.
+    fragment: bool = False
     scored_turns: int = 0  # user turns scored fresh for this request (rest cached)
     # How the conversation was identified: "explicit" (client id header), "opening"
     # (fingerprint of a history with no reply yet) or "continuation" (fingerprint

@@ -18,7 +18,13 @@ import structlog
 
 from guard.errors import StateStoreError, StateStoreUnavailable
 from guard.memory.changes import Peak, Scored, judged, recorded, with_peak
-from guard.memory.escalation import EscalationConfig, assess, joint_text, standalone
+from guard.memory.escalation import (
+    EscalationConfig,
+    assess,
+    is_fragment,
+    joint_text,
+    standalone,
+)
 from guard.memory.identity import (
     ConversationKey,
     Keyring,
@@ -180,6 +186,7 @@ class ConversationMemory:
             forged_turns=integrity.forged_turns,
             pruned=integrity.pruned,
             first_contact=integrity.first_contact,
+            fragment=bool(users) and is_fragment(users[-1], len(users) - 1, self._config),
             scored_turns=fresh,
             key_kind=key.kind,
         )

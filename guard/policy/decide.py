@@ -56,7 +56,9 @@ def conversation_risk(
     """The risk a request is decided at: the strongest signal the policy listens to."""
     if judgement is None:
         return turn.risk
-    risks = [turn.risk, judgement.risk]
+    escalation = policies.general.escalation
+    in_context = judgement.fragment and escalation.fragments == "in_context"
+    risks = [0.0 if in_context else turn.risk, judgement.risk]
     if policies.general.escalation.split_intent == "joint":
         risks.append(judgement.joint_score.risk)
     return max(risks)
@@ -69,9 +71,13 @@ def request_decision(
     judgement: ConversationJudgement | None,
 ) -> tuple[Action, tuple[str, ...]]:
     """The strictest of every signal, with the reason for each that fired."""
-    signals = [("risk", _level(turn.risk, thresholds.flag, thresholds.block))]
+    escalation = policies.general.escalation
+    in_context = (
+        judgement is not None and judgement.fragment and escalation.fragments == "in_context"
+    )
+    turn_risk = 0.0 if in_context else turn.risk
+    signals = [("risk", _level(turn_risk, thresholds.flag, thresholds.block))]
     if judgement is not None:
-        escalation = policies.general.escalation
         joint = judgement.joint_score.risk
         turn_level = _RANK[signals[0][1]]
         # Conversation-level signals count only where they go beyond the last turn.

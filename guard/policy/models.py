@@ -154,6 +154,10 @@ class EscalationPolicy(_Model):
     # category thresholds (reason split_intent); "memory" leaves the joint text to the
     # conversation risk, where it counts at the memory's joint weight (reason escalation).
     split_intent: Literal["joint", "memory"] = "joint"
+    # A later turn too short to judge alone ("word - meaning", "and then?"): "alone"
+    # decides it on its own score like any turn (reason risk); "in_context" leaves it to
+    # the conversation-level signals, as the memory does.
+    fragments: Literal["alone", "in_context"] = "alone"
 
     @model_validator(mode="after")
     def _ordered(self) -> EscalationPolicy:
