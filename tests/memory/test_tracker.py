@@ -307,3 +307,6 @@ async def test_shipped_weights_judge_fragments_in_context(
     judgement = await memory.judge(request(*history, conversation_id="frag"))
     assert judgement.turn_score.risk > 0.9  # the fragment alone, as scored
     assert judgement.risk == pytest.approx(0.5 * judgement.joint_score.risk)
+    assert judgement.fragment  # so the policy may leave it to the conversation risk
+    first = await memory.judge(request("u:ransomware - apples", conversation_id="frag-1"))
+    assert not first.fragment  # a first turn has no context: it is judged alone
