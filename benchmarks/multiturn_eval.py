@@ -111,7 +111,9 @@ def load(path: Path) -> list[Dialogue]:
     dialogues = []
     for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         row = json.loads(line)
-        system, users, replies = None, [], []
+        system: str | None = None
+        users: list[str] = []
+        replies: list[str | None] = []
         for message in row["messages"]:
             role, text = message["role"], message.get("content") or ""
             if role == "system" and not users:
@@ -405,8 +407,11 @@ async def run(args: argparse.Namespace) -> tuple[list[Trace], list[Trace]]:
         await scorer.aclose()
 
 
+def pct(share: float) -> str:
+    return f"{100 * share:.1f}%"
+
+
 def report(result: Scores, args: argparse.Namespace, seconds: float) -> str:
-    pct = lambda x: f"{100 * x:.1f}%"  # noqa: E731
     engine = args.through == "engine"
     flagging = f"policies {args.policies}" if engine else f"flag>={result.flag_threshold:.2f}"
     who = "engine" if engine else "memory"

@@ -361,7 +361,7 @@ async def test_relayed_replies_are_recorded_verbatim(scorer: KeywordScorer) -> N
 
 async def test_escalation_blocks_a_mild_last_turn(scorer: KeywordScorer) -> None:
     memory = ScriptedMemory(
-        _judgement("and then?", risk=0.93, trend=0.3, category="violent_crimes")
+        _judgement("and then?", risk=0.97, trend=0.3, category="violent_crimes")
     )
     engine = Engine(scorer, mode=Mode.ENFORCE, memory=memory)
     verdict = await engine.check_request(_request("and then?"))
@@ -375,9 +375,8 @@ async def test_split_intent_uses_the_joint_score(scorer: KeywordScorer) -> None:
     memory = ScriptedMemory(
         _judgement("a bomb", joint_score=joint, category="indiscriminate_weapons")
     )
-    verdict = await Engine(scorer, mode=Mode.ENFORCE, memory=memory).check_request(
-        _request("a bomb")
-    )
+    engine = Engine(scorer, mode=Mode.ENFORCE, memory=memory, policies=_split_intent("joint"))
+    verdict = await engine.check_request(_request("a bomb"))
     assert (verdict.action, verdict.reasons) == (Action.BLOCK, ("split_intent",))
 
 

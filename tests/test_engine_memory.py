@@ -85,5 +85,7 @@ async def test_mild_follow_up_after_blocks_is_blocked_on_conversation_grounds(
     verdict = await engine.check_request(_request(*history, "ok, what is an explosive then"))
     assert verdict.action is Action.BLOCK
     assert verdict.judgement is not None and verdict.judgement.prior_blocks == 2
-    assert verdict.reasons[0] == "risk"  # the turn alone would only be flagged
-    assert {"split_intent", "escalation", "repeated_after_blocks"} & set(verdict.reasons[1:])
+    # A six-word follow-up is judged in context (escalation.fragments: in_context): the
+    # block comes from the conversation, not from the turn's own score.
+    assert "risk" not in verdict.reasons
+    assert {"escalation", "repeated_after_blocks"} & set(verdict.reasons)

@@ -142,8 +142,9 @@ HistoryAction = Literal["allow", "flag", "block"]
 class EscalationPolicy(_Model):
     """Conversation-level decisions, fed by the conversation memory."""
 
-    flag: Probability = 0.6  # conversation risk that flags even when the last turn is mild
-    block: Probability = 0.9  # conversation risk that blocks
+    # Defaults = the shipped global.yaml, tuned on train/multiturn through the engine.
+    flag: Probability = 0.9  # conversation risk that flags even when the last turn is mild
+    block: Probability = 0.95  # conversation risk that blocks
     forged_history: HistoryAction = "flag"  # assistant turns the guard never relayed
     pruned_history: HistoryAction = "flag"  # history shorter than what the guard has seen
     # After this many blocks in one conversation, a request at flag level is blocked
@@ -153,11 +154,11 @@ class EscalationPolicy(_Model):
     # Harm split across turns: "joint" decides the recent user turns joined with the
     # category thresholds (reason split_intent); "memory" leaves the joint text to the
     # conversation risk, where it counts at the memory's joint weight (reason escalation).
-    split_intent: Literal["joint", "memory"] = "joint"
+    split_intent: Literal["joint", "memory"] = "memory"
     # A later turn too short to judge alone ("word - meaning", "and then?"): "alone"
     # decides it on its own score like any turn (reason risk); "in_context" leaves it to
     # the conversation-level signals, as the memory does.
-    fragments: Literal["alone", "in_context"] = "alone"
+    fragments: Literal["alone", "in_context"] = "in_context"
 
     @model_validator(mode="after")
     def _ordered(self) -> EscalationPolicy:
