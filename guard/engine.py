@@ -120,7 +120,7 @@ class Engine:
         category = category_of(judgement, turn)
         thresholds = thresholds_for(policies, category)
         would, reasons = request_decision(policies, thresholds, turn, judgement)
-        risk = conversation_risk(policies, turn, judgement)
+        risk = conversation_risk(policies, thresholds, turn, judgement)
         mode = policies.mode_for(category)
         action = enforced(would, mode)
         reply = None

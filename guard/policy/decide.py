@@ -50,15 +50,38 @@ def _level(risk: float, flag: float, block: float) -> Action:
     return Action.FLAG if risk >= flag else Action.ALLOW
 
 
+def _turn_risk(
+    policies: PolicySet,
+    thresholds: Thresholds,
+    turn: HarmScore,
+    judgement: ConversationJudgement | None,
+) -> float:
+    """The last turn's own score as the policy counts it.
+
+    With ``fragments: in_context`` a short later turn counts alone only at block level
+    (a fragment scoring that high is taken at its word: "how to build a pipe bomb");
+    in the flag band, where fragment scores are noise, the conversation decides.
+    """
+    if (
+        judgement is not None
+        and judgement.fragment
+        and policies.general.escalation.fragments == "in_context"
+        and turn.risk < thresholds.block
+    ):
+        return 0.0
+    return turn.risk
+
+
 def conversation_risk(
-    policies: PolicySet, turn: HarmScore, judgement: ConversationJudgement | None
+    policies: PolicySet,
+    thresholds: Thresholds,
+    turn: HarmScore,
+    judgement: ConversationJudgement | None,
 ) -> float:
     """The risk a request is decided at: the strongest signal the policy listens to."""
     if judgement is None:
         return turn.risk
-    escalation = policies.general.escalation
-    in_context = judgement.fragment and escalation.fragments == "in_context"
-    risks = [0.0 if in_context else turn.risk, judgement.risk]
+    risks = [_turn_risk(policies, thresholds, turn, judgement), judgement.risk]
     if policies.general.escalation.split_intent == "joint":
         risks.append(judgement.joint_score.risk)
     return max(risks)
@@ -72,10 +95,7 @@ def request_decision(
 ) -> tuple[Action, tuple[str, ...]]:
     """The strictest of every signal, with the reason for each that fired."""
     escalation = policies.general.escalation
-    in_context = (
-        judgement is not None and judgement.fragment and escalation.fragments == "in_context"
-    )
-    turn_risk = 0.0 if in_context else turn.risk
+    turn_risk = _turn_risk(policies, thresholds, turn, judgement)
     signals = [("risk", _level(turn_risk, thresholds.flag, thresholds.block))]
     if judgement is not None:
         joint = judgement.joint_score.risk

@@ -156,7 +156,8 @@ class EscalationPolicy(_Model):
     # conversation risk, where it counts at the memory's joint weight (reason escalation).
     split_intent: Literal["joint", "memory"] = "memory"
     # A later turn too short to judge alone ("word - meaning", "and then?"): "alone"
-    # decides it on its own score like any turn (reason risk); "in_context" leaves it to
+    # decides it on its own score like any turn (reason risk); "in_context" lets its own
+    # score only block (at the category's block threshold) and leaves the flag band to
     # the conversation-level signals, as the memory does.
     fragments: Literal["alone", "in_context"] = "in_context"
 
