@@ -28,14 +28,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks.multiturn_eval import (
-    Trace,
     dialogues_of,
     make_scorer,
     quiet_logs,
     replay_all,
-    score,
     thresholds,
 )
+from benchmarks.multiturn_report import Trace, score
 from benchmarks.multiturn_through import offline_policies, with_escalation
 from guard.memory.escalation import EscalationConfig
 from guard.scoring import HarmScore, ReplyInput, ReplyScore, Scorer
