@@ -325,7 +325,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.sweep and args.through == "memory":
         print("\n" + sweep(attacks, benign, block))
     if args.json_out is not None:
-        args.json_out.write_text(json.dumps(asdict(result), indent=2) + "\n", encoding="utf-8")
+        args.json_out.write_text(
+            json.dumps({"through": args.through, **asdict(result)}, indent=2) + "\n",
+            encoding="utf-8",
+        )
     return 0
 
 

@@ -135,8 +135,9 @@ def reply_rows(evaluation: dict[str, Any] | None) -> list[str]:
 
 def multiturn_rows(multiturn: dict[str, Any] | None) -> list[str]:
     m = multiturn or {}
+    who = "guard (engine)" if m.get("through") == "engine" else "memory"
     rows = [
-        "| measure | memory | per-turn scorer alone | target (issue 4) |",
+        f"| measure | {who} | per-turn scorer alone | target (issue 4) |",
         "|---|---:|---:|---|",
         f"| escalating conversations flagged by the turn after the first clearly harmful "
         f"turn (actorattack, crescendo_examples) | {_pct(m.get('attack_caught'))} "
