@@ -360,3 +360,42 @@ async def test_request_on_a_fresh_connection_is_not_sent_twice(make: Make) -> No
             await fetch(upstream, method="POST", content=b"{}")
         await upstream.aclose()
     assert scripted.connections == 1
+
+
+def httpx_upstream(url: str) -> Upstream:
+    return Upstream(UpstreamSettings(url=url, client="httpx"))
+
+
+async def test_httpx_client_goes_through_the_proxy_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        scripted.requests.append(await read_request(reader))
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\nproxied")
+        await writer.drain()
+
+    scripted = Scripted(proxy)
+    async with scripted as proxy_url:
+        monkeypatch.setenv("HTTP_PROXY", proxy_url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        upstream = httpx_upstream("http://llm.invalid:9000/base")
+        assert await fetch(upstream) == (200, b"proxied")
+        await upstream.aclose()
+    assert scripted.requests[0].startswith(b"GET http://llm.invalid:9000/base/x HTTP/1.1\r\n")
+
+
+async def test_httpx_client_skips_the_proxy_for_no_proxy_hosts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\ndirect")
+        await writer.drain()
+
+    async with Scripted(handler) as url:
+        monkeypatch.setenv("HTTP_PROXY", closed_port_url())  # would refuse the connection
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        upstream = httpx_upstream(url)
+        assert await fetch(upstream) == (200, b"direct")
+        await upstream.aclose()
