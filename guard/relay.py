@@ -313,6 +313,13 @@ class ChatRelay:
         fields: dict[str, object] = {}
         if record.prompt is not None:
             fields["prompt"] = record.prompt
+        judgement = verdict.judgement if verdict else None
+        if judgement is not None:  # keyed hashes, never the raw id or API key
+            fields |= {
+                "conversation": judgement.conversation[:16],
+                "tenant": judgement.tenant[:16],
+                "turn": judgement.turn,
+            }
         log.info(
             "request_completed",
             route="chat",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -177,6 +178,9 @@ def test_one_event_per_request_with_ids_decisions_scores_and_timings(
     assert streamed["stream"] is True
     assert failed["error"] == "bad_response"
     for event in (allowed, blocked, streamed):
+        # Conversation and tenant as keyed hashes: joinable across events, not readable.
+        assert re.fullmatch(r"[0-9a-f]{16}", event["conversation"])
+        assert re.fullmatch(r"[0-9a-f]{16}", event["tenant"])
         assert 0.0 <= event["risk"] <= 1.0
         assert event["duration_s"] >= event["overhead_s"] >= 0.0
         assert event["status"] == 200
@@ -185,6 +189,18 @@ def test_one_event_per_request_with_ids_decisions_scores_and_timings(
         assert event["upstream_s"] is not None
         assert event["refusal"] is not None  # the reply was judged
     assert blocked["upstream_s"] is None  # a blocked request never reaches the upstream
+
+
+def test_every_line_is_json_including_uvicorn_and_library_records(
+    default_run: tuple[Plants, Served],
+) -> None:
+    _, served = default_run
+    lines = [line for line in served.output.splitlines() if line.strip()]
+    assert lines
+    for line in lines:
+        event = json.loads(line)  # raises on a plain-text line
+        assert {"event", "level", "timestamp"} <= event.keys()
+    assert any(str(e.get("logger", "")).startswith("uvicorn") for e in served.events())
 
 
 def test_content_logging_is_an_explicit_debug_switch(upstream: str) -> None:
