@@ -315,11 +315,17 @@ def test_http2_needs_the_httpx_client() -> None:
         load_settings(overrides={"upstream": {"http2": True}}, environ={})
 
 
+def test_http2_over_plain_http_is_a_config_error() -> None:
+    settings = UpstreamSettings(url="http://llm.example", client="httpx", http2=True)
+    with pytest.raises(ConfigError, match=r"upstream\.http2: .*https://"):
+        Upstream(settings)
+
+
 def test_http2_without_h2_stops_start_up_saying_what_to_install(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setitem(sys.modules, "h2", None)  # as if not installed
-    settings = UpstreamSettings(client="httpx", http2=True)
+    settings = UpstreamSettings(url="https://llm.example", client="httpx", http2=True)
     with pytest.raises(ConfigError, match=r"upstream\.http2: .*pip install 'httpx\[http2\]'"):
         Upstream(settings)
 
