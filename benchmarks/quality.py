@@ -6,7 +6,8 @@ Reads what the other measurements wrote, runs no model itself:
   ../shared/datasets --model models/`` (prompt harm and refusal detection, eval/ only;
   the model card quotes the same file), and
 * ``benchmarks/results/multiturn_eval.json``, from ``python3 -m benchmarks.multiturn_eval
-  --data ../shared/datasets --scorer onnx --json-out benchmarks/results/multiturn_eval.json``,
+  --data /work/shared/datasets --flag-threshold 0.92 --json-out
+  benchmarks/results/multiturn_eval.json`` (the threshold chosen on train/),
 * ``benchmarks/results/classifier_speed.json``, from ``benchmarks/classifier_speed.py``
   (the model card's speed section).
 
@@ -29,9 +30,9 @@ from typing import Any
 
 EVALUATE_CMD = "python3 -m guard.training.evaluate --data ../shared/datasets --model models/"
 MULTITURN_CMD = (
-    "python3 -m benchmarks.multiturn_eval --data ../shared/datasets --scorer onnx "
+    "python3 -m benchmarks.multiturn_eval --data /work/shared/datasets --flag-threshold 0.92 "
     "--json-out benchmarks/results/multiturn_eval.json"
-)
+)  # the flag threshold chosen on train/ (benchmarks/README.md, conversation memory)
 SPEED_CMD = (
     "python3 benchmarks/classifier_speed.py --model-dir models --fp32 runs/m1_work/guard.fp32.onnx "
     "--out benchmarks/results/classifier_speed.json"
@@ -153,9 +154,10 @@ def multiturn_rows(multiturn: dict[str, Any] | None) -> list[str]:
     for probe in forged or ["forged assistant turns"]:
         rows.append(f"| forged history detected: {probe} | {_pct(forged.get(probe))} | - | ≥ 99% |")
     faults = m.get("clean_faults")
+    of = f" (of {m['clean_requests']:,} requests)" if "clean_requests" in m else ""
     rows.append(
         f"| faults on histories the guard relayed itself | "
-        f"{MISSING if faults is None else faults} | - | 0 |"
+        f"{MISSING if faults is None else f'{faults}{of}'} | - | 0 |"
     )
     if m.get("curve"):
         turns = range(1, len(m["curve"]) + 1)
