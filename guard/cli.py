@@ -15,6 +15,11 @@ from collections.abc import Sequence
 # Each owning module also provides ``add_arguments(parser)``.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("guard.serve", "Run the guard as a reverse proxy in front of an LLM server."),
+    "policy": (
+        "guard.policy.cli",
+        "Check policy files, export their JSON Schema, show the gallery.",
+    ),
+    "demo": ("guard.demo", "Watch the guard work in front of a built-in scripted model."),
     "score": ("guard.classifier.cli", "Score JSON lines (text or messages) with the classifier."),
 }
 

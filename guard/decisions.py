@@ -59,6 +59,20 @@ class RequestVerdict:
 
 
 @dataclass(frozen=True, slots=True)
+class Retry:
+    """Ask the upstream once more: the reply refused a request judged benign.
+
+    Only set in enforce mode, for whole (non-streamed) replies, when the policy's
+    ``over_refusal_retry`` is enabled.  The front door re-sends the same request with
+    ``clarification`` appended as a final ``system`` message, then hands both replies
+    to :meth:`guard.engine.Engine.check_retry` (``retried=None`` when the second call
+    failed) and relays what that verdict says.
+    """
+
+    clarification: str
+
+
+@dataclass(frozen=True, slots=True)
 class ReplyVerdict:
     """Decision on an assistant reply, taken before (the rest of) it is relayed."""
 
@@ -69,6 +83,7 @@ class ReplyVerdict:
     category: str | None = None
     text: str | None = None  # replacement when action is REWRITE or BLOCK
     reasons: tuple[str, ...] = ()
+    retry: Retry | None = None  # over-refusal: try the upstream once more (see Retry)
 
 
 class StreamStepKind(enum.StrEnum):

@@ -4,148 +4,421 @@ Front doors call :meth:`Engine.check_request` before forwarding, then either
 :meth:`Engine.check_reply` with the whole reply or :meth:`Engine.open_stream` to judge a
 streamed reply delta by delta, and do what the returned verdict says.
 
-This first version decides from the classifier alone with fixed thresholds; the policy
-layer (guard.policy) and the conversation memory (guard.memory) plug in here.
+Decisions come from three sources: the classifier's scores, the conversation memory's
+judgement (escalation, forged or pruned history, earlier refusals) and the policy set
+current when the request arrived.  The engine counts the category-level metrics and
+records each relayed reply in the conversation memory; the front doors count decisions.
 """
 
 from __future__ import annotations
 
-import re
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
 
+import structlog
+
+from guard.classifier.cues import has_refusal_cue
 from guard.decisions import (
     Action,
     GuardRequest,
     Mode,
     ReplyVerdict,
     RequestVerdict,
-    StreamStep,
-    StreamStepKind,
+    Retry,
 )
-from guard.scoring import Refusal, ReplyInput, Scorer
+from guard.errors import ScoringError, ScoringTimeout, StateStoreError
+from guard.memory.judgement import ConversationJudgement
+from guard.metrics import GuardMetrics
+from guard.policy.decide import (
+    TURN_REASONS,
+    category_of,
+    enforced,
+    reply_decision,
+    request_decision,
+    thresholds_for,
+)
+from guard.policy.loader import PolicySet
+from guard.policy.provider import PolicyProvider
+from guard.policy.voice import compose_leak_cut, compose_refusal, unavailable
+from guard.reply_stream import ReplyStream, sentence_ends
+from guard.scoring import HarmScore, Refusal, ReplyInput, ReplyScore, Scorer
+from guard.settings import SHIPPED_POLICY_DIR
 
-_SENTENCE_END = re.compile(r"[.!?\n](\s|$)")
+log = structlog.get_logger("guard.engine")
+T = TypeVar("T")
+
+
+class Memory(Protocol):
+    """What the engine needs of :class:`guard.memory.ConversationMemory`."""
+
+    async def judge(self, request: GuardRequest) -> ConversationJudgement: ...
+
+    async def record(
+        self,
+        judgement: ConversationJudgement,
+        *,
+        relayed: str | None,
+        refusal: Refusal | None,
+        category: str | None,
+        blocked: bool,
+    ) -> None: ...
+
+    async def aclose(self) -> None: ...
 
 
 class Engine:
-    """Decides requests and replies; one instance serves every request of a process."""
+    """Decides requests and replies; one instance serves every request of a process.
+
+    ``policies`` is a :class:`PolicySet`, a live :class:`PolicyProvider`, or None for
+    the shipped ``policies/``.  ``mode`` (``guard serve --mode``) overrides every
+    policy file's mode; None keeps the files' modes.  Without ``memory`` the engine
+    scores the last user turn alone.
+    """
 
     def __init__(
         self,
         scorer: Scorer,
         *,
-        mode: Mode = Mode.OBSERVE,
-        flag_threshold: float = 0.5,
-        block_threshold: float = 0.85,
-        hold_chars: int = 200,
+        mode: Mode | None = None,
+        policies: PolicySet | PolicyProvider | None = None,
+        memory: Memory | None = None,
+        metrics: GuardMetrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._scorer = scorer
+        self._memory = memory
+        self._metrics = metrics
         self._mode = mode
-        self._flag = flag_threshold
-        self._block = block_threshold
-        self._hold_chars = hold_chars
+        self.clock = clock
+        if policies is None:
+            policies = PolicyProvider(SHIPPED_POLICY_DIR, mode=mode, metrics=metrics)
+        elif isinstance(policies, PolicySet) and metrics is not None:
+            metrics.policy_info.info({"version": policies.version, "mode": policies.mode.value})
+        self._source = policies
+
+    @property
+    def scorer(self) -> Scorer:
+        return self._scorer
+
+    @property
+    def policies(self) -> PolicySet:
+        """The policy set a request arriving now is decided with."""
+        current = self._source if isinstance(self._source, PolicySet) else self._source.current()
+        return current.with_mode(self._mode) if self._mode is not None else current
+
+    # -- requests ---------------------------------------------------------------------
 
     async def check_request(self, request: GuardRequest) -> RequestVerdict:
-        text = request.conversation.last_user_text
-        (score,) = await self._scorer.score_prompts([text])
-        would = Action.ALLOW
-        if score.risk >= self._block:
-            would = Action.BLOCK
-        elif score.risk >= self._flag:
-            would = Action.FLAG
-        category = score.category if would is not Action.ALLOW else None
-        action = self._enforced(would)
-        reply = _refusal_text(category) if action is Action.BLOCK else None
-        return RequestVerdict(
-            action=action,
-            would=would,
-            mode=self._mode,
-            risk=score.risk,
-            category=category,
-            reply_text=reply,
-            reasons=("risk",) if would is not Action.ALLOW else (),
+        """Decide on a request before anything is forwarded; a block is answered here."""
+        policies = self.policies
+        try:
+            judgement, turn = await self._assess(request, policies)
+        except (ScoringError, StateStoreError) as exc:
+            return self._request_failure(request, policies, exc)
+        category = category_of(judgement, turn)
+        thresholds = thresholds_for(policies, category)
+        would, reasons = request_decision(policies, thresholds, turn, judgement)
+        risk = (
+            max(turn.risk, judgement.joint_score.risk, judgement.risk) if judgement else turn.risk
         )
+        mode = policies.mode_for(category)
+        action = enforced(would, mode)
+        reply = None
+        if action is Action.BLOCK:
+            text_category = category if any(r in TURN_REASONS for r in reasons) else None
+            reply = compose_refusal(policies, text_category, request, judgement)
+            await self._record(judgement, relayed=reply, refusal=Refusal.REASONED,
+                               category=category, blocked=True)  # fmt: skip
+        self._count_action(category, action)
+        log.info(
+            "request_decided", request_id=request.request_id, action=action.value,
+            would=would.value, mode=mode.value, risk=round(risk, 4), category=category,
+            reasons=reasons, policy=policies.version,
+        )  # fmt: skip
+        return RequestVerdict(
+            action=action, would=would, mode=mode, risk=risk, category=category,
+            reply_text=reply, reasons=reasons, judgement=judgement,
+        )  # fmt: skip
+
+    async def _assess(
+        self, request: GuardRequest, policies: PolicySet
+    ) -> tuple[ConversationJudgement | None, HarmScore]:
+        timeout = policies.general.scoring_timeout_s
+        if self._memory is not None:
+            judgement = await self._bounded(self._memory.judge(request), timeout)
+            return judgement, judgement.turn_score
+        text = request.conversation.last_user_text
+        (score,) = await self._bounded(self._scorer.score_prompts([text]), timeout)
+        return None, score
+
+    @staticmethod
+    async def _bounded(call: Awaitable[T], limit_s: float) -> T:
+        try:
+            return await asyncio.wait_for(call, limit_s)
+        except TimeoutError as exc:
+            raise ScoringTimeout(f"scoring took longer than {limit_s} s") from exc
+
+    def _request_failure(
+        self, request: GuardRequest, policies: PolicySet, exc: Exception
+    ) -> RequestVerdict:
+        outcome = policies.general.on_scoring_error
+        log.warning("scoring_failed", request_id=request.request_id, stage="request",
+                    error=type(exc).__name__, outcome=outcome)  # fmt: skip
+        if self._metrics is not None:
+            self._metrics.scoring_failures.labels(outcome=outcome).inc()
+        mode = policies.mode
+        would = Action.BLOCK if outcome == "fail_closed" else Action.ALLOW
+        action = enforced(would, mode)
+        reply = unavailable(policies) if action is Action.BLOCK else None
+        return RequestVerdict(action=action, would=would, mode=mode, risk=0.0,
+                              reply_text=reply, reasons=("scoring_failed",))  # fmt: skip
+
+    # -- replies ----------------------------------------------------------------------
 
     async def check_reply(
         self, request: GuardRequest, verdict: RequestVerdict, reply: str
     ) -> ReplyVerdict:
-        prompt = request.conversation.last_user_text
-        (score,) = await self._scorer.score_replies([ReplyInput(prompt=prompt, reply=reply)])
-        harmful = verdict.would is not Action.ALLOW
-        would = Action.ALLOW
-        reasons: tuple[str, ...] = ()
-        if score.refusal is Refusal.PARTIAL:
-            would, reasons = Action.REWRITE, ("leak",)
-        elif score.refusal is Refusal.BARE and harmful:
-            would, reasons = Action.REWRITE, ("bare_refusal",)
-        elif score.refusal.is_refusal and not harmful:
-            would, reasons = Action.FLAG, ("over_refusal",)
-        action = self._enforced(would)
-        text = _refusal_text(verdict.category) if action is Action.REWRITE else None
-        return ReplyVerdict(
-            action=action,
-            would=would,
-            mode=self._mode,
-            refusal=score.refusal,
-            category=verdict.category,
-            text=text,
-            reasons=reasons,
-        )
+        """Decide on a whole reply; counts it and records it in the conversation memory.
+
+        With ``retry`` set, the record is of this reply; :meth:`check_retry` adds the
+        second answer if that is what the client gets, so a front door that ignores
+        ``retry`` leaves the memory consistent with what it relayed.
+        """
+        policies = self.policies
+        decided = await self.judge_reply(policies, request, verdict, reply, may_retry=True)
+        await self.conclude(request, verdict, decided, relayed=_relayed(decided, reply))
+        return decided
+
+    async def check_retry(
+        self,
+        request: GuardRequest,
+        verdict: RequestVerdict,
+        first: ReplyVerdict,
+        retried: str | None,
+    ) -> ReplyVerdict:
+        """Pick the better of an over-refusal and the upstream's second answer.
+
+        The retried answer wins when it is not a refusal; it is then delivered as the
+        verdict's ``text`` (action REWRITE).  Otherwise the first reply stands.
+        """
+        policies = self.policies
+        chosen = ReplyVerdict(action=first.action, would=first.would, mode=first.mode,
+                              refusal=first.refusal, category=first.category,
+                              reasons=(*first.reasons, "retry_refused"))  # fmt: skip
+        if retried is not None:
+            second = await self.judge_reply(policies, request, verdict, retried, may_retry=True)
+            if second.refusal is Refusal.NONE and second.action in (Action.ALLOW, Action.FLAG):
+                chosen = ReplyVerdict(action=Action.REWRITE, would=Action.REWRITE,
+                                      mode=first.mode, refusal=Refusal.NONE,
+                                      category=first.category, text=retried,
+                                      reasons=(*first.reasons, "retried"))  # fmt: skip
+                await self._record(verdict.judgement, relayed=retried, refusal=None,
+                                   category=first.category, blocked=False)  # fmt: skip
+        log.info(
+            "retry_decided", request_id=request.request_id, action=chosen.action.value,
+            reasons=chosen.reasons, retried_chars=len(retried) if retried else None,
+        )  # fmt: skip
+        return chosen
 
     def open_stream(self, request: GuardRequest, verdict: RequestVerdict) -> ReplyStream:
-        return ReplyStream(self, request, verdict, hold_chars=self._hold_chars)
+        """Judge a streamed reply delta by delta (see :mod:`guard.reply_stream`)."""
+        return ReplyStream(self, self.policies, request, verdict)
+
+    async def judge_reply(
+        self,
+        policies: PolicySet,
+        request: GuardRequest,
+        verdict: RequestVerdict,
+        reply: str,
+        *,
+        may_retry: bool = False,
+    ) -> ReplyVerdict:
+        """The decision on ``reply`` (a whole reply or a streamed prefix); counts nothing."""
+        category = verdict.category
+        mode = policies.mode_for(category)
+        prompt = request.conversation.last_user_text
+        if clears_without_model(policies, verdict, reply):
+            score = ReplyScore(refusal=Refusal.NONE)
+        else:
+            try:
+                (score,) = await self._bounded(
+                    self._scorer.score_replies([ReplyInput(prompt=prompt, reply=reply)]),
+                    policies.general.scoring_timeout_s,
+                )
+            except ScoringError as exc:
+                return self._reply_failure(request, policies, mode, category, exc)
+        would, reasons = reply_decision(policies, verdict, score.refusal)
+        action = enforced(would, mode)
+        text = None
+        if action is Action.REWRITE and "leak" in reasons:
+            text = await self.cut_leak(policies, request, verdict, reply)
+        elif action is Action.REWRITE:
+            text = compose_refusal(policies, category, request, verdict.judgement)
+        retry = None
+        retry_policy = policies.general.over_refusal_retry
+        if (
+            "over_refusal" in reasons
+            and retry_policy.enabled
+            and may_retry
+            and mode is Mode.ENFORCE
+        ):
+            retry = Retry(clarification=" ".join(retry_policy.clarification.split()))
+        return ReplyVerdict(action=action, would=would, mode=mode, refusal=score.refusal,
+                            category=category, text=text, reasons=reasons, retry=retry)  # fmt: skip
+
+    async def cut_leak(
+        self,
+        policies: PolicySet,
+        request: GuardRequest,
+        verdict: RequestVerdict,
+        reply: str,
+        *,
+        released: int = 0,
+    ) -> str:
+        """What to send from ``released`` on instead of the rest of a leaking ``reply``.
+
+        The cut falls at the end of the longest run of whole sentences that does not
+        leak yet; the policy's ``leak_cut`` sentence follows it.
+        """
+        cut = released
+        for end in sentence_ends(reply):
+            if end <= cut:
+                continue
+            if await self.leaks(policies, request, verdict, reply[:end]):
+                break
+            cut = end
+        note = compose_leak_cut(policies, verdict.category)
+        separator = "" if cut == 0 or reply[cut - 1].isspace() else " "
+        return reply[released:cut] + separator + note
+
+    async def leaks(
+        self, policies: PolicySet, request: GuardRequest, verdict: RequestVerdict, text: str
+    ) -> bool:
+        """Whether ``text`` (a reply so far) refuses and then supplies the content."""
+        prompt = request.conversation.last_user_text
+        try:
+            (score,) = await self._bounded(
+                self._scorer.score_replies([ReplyInput(prompt=prompt, reply=text)]),
+                policies.general.scoring_timeout_s,
+            )
+        except ScoringError as exc:
+            outcome = policies.general.on_scoring_error
+            log.warning("scoring_failed", request_id=request.request_id, stage="leak_check",
+                        error=type(exc).__name__, outcome=outcome)  # fmt: skip
+            if self._metrics is not None:
+                self._metrics.scoring_failures.labels(outcome=outcome).inc()
+            return outcome == "fail_closed"
+        return score.refusal is Refusal.PARTIAL
+
+    def _reply_failure(
+        self,
+        request: GuardRequest,
+        policies: PolicySet,
+        mode: Mode,
+        category: str | None,
+        exc: Exception,
+    ) -> ReplyVerdict:
+        outcome = policies.general.on_scoring_error
+        log.warning("scoring_failed", request_id=request.request_id, stage="reply",
+                    error=type(exc).__name__, outcome=outcome)  # fmt: skip
+        if self._metrics is not None:
+            self._metrics.scoring_failures.labels(outcome=outcome).inc()
+        would = Action.REWRITE if outcome == "fail_closed" else Action.ALLOW
+        action = enforced(would, mode)
+        text = unavailable(policies) if action is Action.REWRITE else None
+        return ReplyVerdict(action=action, would=would, mode=mode, refusal=Refusal.NONE,
+                            category=category, text=text, reasons=("scoring_failed",))  # fmt: skip
+
+    async def conclude(
+        self,
+        request: GuardRequest,
+        verdict: RequestVerdict,
+        decided: ReplyVerdict,
+        *,
+        relayed: str | None,
+    ) -> None:
+        """Count and remember a reply once its final verdict is known (once per reply)."""
+        m = self._metrics
+        if m is not None and "scoring_failed" not in decided.reasons:
+            m.refusals.labels(refusal=decided.refusal.value).inc()
+            if "over_refusal" in decided.reasons:
+                m.over_refusals.labels(category=decided.category or "none").inc()
+            if "capitulation" in decided.reasons:
+                m.capitulations.inc()
+            if "leak" in decided.reasons and decided.action is Action.REWRITE:
+                m.leaks_stopped.inc()
+        self._count_action(decided.category, decided.action)
+        rewritten = decided.action is Action.REWRITE and "retried" not in decided.reasons
+        await self._record(
+            verdict.judgement, relayed=relayed,
+            refusal=Refusal.REASONED if rewritten else decided.refusal,
+            category=decided.category, blocked=False,
+        )  # fmt: skip
+        log.info(
+            "reply_decided", request_id=request.request_id, action=decided.action.value,
+            would=decided.would.value, mode=decided.mode.value, refusal=decided.refusal.value,
+            category=decided.category, reasons=decided.reasons,
+            relayed_chars=len(relayed) if relayed is not None else None,
+        )  # fmt: skip
+
+    async def _record(
+        self,
+        judgement: ConversationJudgement | None,
+        *,
+        relayed: str | None,
+        refusal: Refusal | None,
+        category: str | None,
+        blocked: bool,
+    ) -> None:
+        if self._memory is None or judgement is None:
+            return
+        try:
+            await self._memory.record(judgement, relayed=relayed, refusal=refusal,
+                                      category=category, blocked=blocked)  # fmt: skip
+        except StateStoreError as exc:
+            # The reply is already decided; a lost record weakens the next turn's
+            # judgement, which the memory's own degraded-store handling reports.
+            log.warning("memory_record_failed", error=type(exc).__name__,
+                        conversation=judgement.conversation)  # fmt: skip
+
+    def _count_action(self, category: str | None, action: Action) -> None:
+        # Conversation-level actions with no category (forged history, escalation
+        # across topics, scoring failures) are counted by the front door's decisions.
+        if self._metrics is not None and action is not Action.ALLOW and category is not None:
+            self._metrics.category_actions.labels(category=category, decision=action.value).inc()
+
+    async def start(self, *, watch_policies: bool = True) -> None:
+        """Begin reloading policies on SIGHUP (and on file change with ``watch_policies``).
+
+        Called from the server's lifespan, inside the running event loop.
+        """
+        if isinstance(self._source, PolicyProvider):
+            await self._source.start(watch=watch_policies)
 
     async def aclose(self) -> None:
+        """Stop policy reloads and release the memory store and the scorer."""
+        if isinstance(self._source, PolicyProvider):
+            await self._source.stop()
+        if self._memory is not None:
+            await self._memory.aclose()
         await self._scorer.aclose()
 
-    def _enforced(self, would: Action) -> Action:
-        if self._mode is Mode.ENFORCE or would in (Action.ALLOW, Action.FLAG):
-            return would
-        return Action.FLAG
 
+def clears_without_model(policies: PolicySet, verdict: RequestVerdict, reply: str) -> bool:
+    """The cascade's cheap first stage: a benign request's reply with no refusal cue.
 
-class ReplyStream:
-    """Judges one streamed reply: holds a bounded prefix, then decides once."""
-
-    def __init__(
-        self, engine: Engine, request: GuardRequest, verdict: RequestVerdict, *, hold_chars: int
-    ) -> None:
-        self._engine = engine
-        self._request = request
-        self._verdict = verdict
-        self._hold_chars = hold_chars
-        self._text: list[str] = []
-        self._size = 0
-        self._decided: ReplyVerdict | None = None
-
-    async def feed(self, delta: str) -> StreamStep:
-        """Take the next delta of reply text; say what to do with the held chunks."""
-        if self._decided is not None:
-            return StreamStep(StreamStepKind.RELEASE, verdict=self._decided)
-        self._text.append(delta)
-        self._size += len(delta)
-        text = "".join(self._text)
-        if self._size < self._hold_chars and not _SENTENCE_END.search(text):
-            return StreamStep(StreamStepKind.HOLD)
-        return await self._decide(text)
-
-    async def finish(self) -> StreamStep:
-        """The upstream stream ended; decide on whatever is still held."""
-        if self._decided is not None:
-            return StreamStep(StreamStepKind.RELEASE, verdict=self._decided)
-        return await self._decide("".join(self._text))
-
-    async def _decide(self, text: str) -> StreamStep:
-        verdict = await self._engine.check_reply(self._request, self._verdict, text)
-        self._decided = verdict
-        if verdict.action in (Action.REWRITE, Action.BLOCK):
-            return StreamStep(StreamStepKind.REPLACE, text=verdict.text, verdict=verdict)
-        return StreamStep(StreamStepKind.RELEASE, verdict=verdict)
-
-
-def _refusal_text(category: str | None) -> str:
-    topic = (category or "this request").replace("_", " ")
+    Only requests decided ``allow`` below their category's flag threshold qualify, so a
+    risky request's reply (leaks, caving, bare refusals) is always judged by the model.
+    """
     return (
-        f"I won't help with this one: it falls under {topic}, and a detailed answer could "
-        "cause real harm to people. I'm glad to help with the background, safety "
-        "information or a related question instead."
+        policies.general.cheap_reply_check
+        and verdict.would is Action.ALLOW
+        and verdict.risk < thresholds_for(policies, verdict.category).flag
+        and not has_refusal_cue(reply)
     )
+
+
+def _relayed(decided: ReplyVerdict, reply: str) -> str:
+    return decided.text if decided.text is not None else reply

@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from guard.errors import ConfigError
 
@@ -40,6 +48,17 @@ class UpstreamSettings(_Section):
     connect_timeout_s: float = Field(5.0, gt=0)
     read_timeout_s: float = Field(120.0, gt=0)
     max_connections: int = Field(256, gt=0)
+    # native: guard.http1, the cheap default.  httpx: HTTP/2, HTTPS_PROXY/NO_PROXY and
+    # SSL_CERT_FILE from the environment, at ~1.4 ms more CPU a request (benchmarks/README.md).
+    client: Literal["native", "httpx"] = "native"
+    http2: bool = False  # httpx and https only; needs h2 (pip install 'httpx[http2]')
+
+    @field_validator("http2")
+    @classmethod
+    def _http2_needs_httpx(cls, http2: bool, info: ValidationInfo) -> bool:
+        if http2 and info.data.get("client") != "httpx":
+            raise ValueError("HTTP/2 needs client: httpx (the native client speaks HTTP/1.1)")
+        return http2
 
 
 class ClassifierSettings(_Section):
@@ -65,6 +84,15 @@ class MemorySettings(_Section):
     # sharing Redis must share it; with the in-memory store a random per-process key is
     # used when unset.
     secret: SecretStr | None = None
+    # Conversation risk at or above this, where no single turn reached it, counts in
+    # guard_escalations_total; the policy takes its own flag/block decisions.
+    escalation_threshold: float = Field(default=0.5, ge=0, le=1)
+    # User turns scored together as one text each request (split intent); 0 turns it
+    # off and leaves one scored text per new turn (benchmarks/README.md: cost).
+    joint_turns: int = Field(default=4, ge=0)
+    score_cache_entries: int = Field(default=50_000, gt=0)  # per-message scores kept per process
+    redis_timeout_s: float = Field(default=0.25, gt=0)  # connect and command timeout
+    reconnect_interval_s: float = Field(default=1.0, ge=0)  # retry Redis this long after a failure
 
 
 class PolicySettings(_Section):

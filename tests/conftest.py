@@ -20,3 +20,13 @@ def metrics(registry: CollectorRegistry) -> GuardMetrics:
 @pytest.fixture
 def scorer() -> KeywordScorer:
     return KeywordScorer()
+
+
+@pytest.fixture(scope="module")
+def upstream_client(request: pytest.FixtureRequest) -> str:
+    """The upstream client of the guard under test: native unless parametrised.
+
+    Tests that must hold for both clients are marked ``@servers.both_clients``.
+    """
+    client: str = getattr(request, "param", "native")
+    return client

@@ -6,6 +6,7 @@ Written by training, read by the scorer at start-up; a file that disagrees with
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -18,6 +19,10 @@ from guard.scoring import HAZARDS, Refusal
 LABELS_FILE = "labels.json"
 MODEL_FILE = "guard.onnx"
 TOKENIZER_FILE = "tokenizer.json"
+
+# Where the tuned flag and block points land on the guard's risk scale (policies/ use it).
+RISK_FLAG = 0.5
+RISK_BLOCK = 0.85
 
 
 class Thresholds(BaseModel):
@@ -64,13 +69,31 @@ class Labels(BaseModel):
     def windowing(self) -> Windowing:
         return Windowing(self.max_length, self.stride, self.reply_prompt_tokens)
 
-    def decision(self, risk: float) -> str:
-        """allow / flag / block under the default thresholds."""
-        if risk >= self.thresholds.block:
+    @staticmethod
+    def decision(risk: float) -> str:
+        """allow / flag / block for a calibrated risk under the default thresholds."""
+        if risk >= RISK_BLOCK:
             return "block"
-        if risk >= self.thresholds.flag:
+        if risk >= RISK_FLAG:
             return "flag"
         return "allow"
+
+    def calibrate(self, probability: float) -> float:
+        """A raw harm probability on the guard's risk scale.
+
+        Policies are written once, on a scale where :data:`RISK_FLAG` is the model's tuned
+        flag point and :data:`RISK_BLOCK` its tuned block point; each model ships its own
+        points in labels.json, so a retrained model needs no policy edits.  The map is
+        piecewise linear and monotone, so it never reorders two texts.
+        """
+        flag, block = self.thresholds.flag, self.thresholds.block
+        points = ((0.0, 0.0), (flag, RISK_FLAG), (block, RISK_BLOCK), (1.0, 1.0))
+        for (x0, y0), (x1, y1) in itertools.pairwise(points):
+            if probability <= x1:
+                if x1 <= x0:
+                    return y1
+                return y0 + (y1 - y0) * (probability - x0) / (x1 - x0)
+        return 1.0
 
 
 def load_labels(model_dir: Path) -> Labels:

@@ -97,9 +97,10 @@ class Predictor:
         return _softmax(self.run(windows).refusal)
 
     def score_prompts(self, texts: Sequence[str]) -> list[HarmScore]:
+        """Harm scores with ``risk`` calibrated to the policies' scale (see Labels.calibrate)."""
         return [
             HarmScore(
-                risk=float(row[0]),
+                risk=self.model.labels.calibrate(float(row[0])),
                 categories={name: float(p) for name, p in zip(HAZARDS, row[1:], strict=True)},
             )
             for row in self.harm_probabilities(texts)

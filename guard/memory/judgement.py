@@ -29,3 +29,7 @@ class ConversationJudgement:
     pruned: bool = False  # history shorter than what the guard has seen
     first_contact: bool = True  # the guard had no state for this conversation
     scored_turns: int = 0  # user turns scored fresh for this request (rest cached)
+    # How the conversation was identified: "explicit" (client id header), "opening"
+    # (fingerprint of a history with no reply yet) or "continuation" (fingerprint
+    # including the first reply).  The tracker's record() needs it.
+    key_kind: str = "explicit"

@@ -1,0 +1,312 @@
+"""Launchers for every target, each its own bounded process on 127.0.0.1.
+
+Every process runs under ``timeout`` (coreutils) with a lifetime, so it stops by itself
+even if the harness is killed; the context managers also stop it on exit.
+
+* upstream: :mod:`benchmarks.harness.upstream` (the fake, fast LLM server)
+* nginx: Debian nginx-light as a plain reverse proxy, temp prefix and config,
+  ``worker_processes 1`` (one worker, like the guard's single uvicorn process)
+* guard: ``python3 -m guard serve`` in observe or enforce mode with the shipped
+  ONNX classifier; ``scorer="keyword"`` (or a factory still wiring the placeholder) runs
+  :mod:`benchmarks.harness.guard_server`: the same app and parts, scorer chosen
+* litellm: LiteLLM's proxy from ``benchmarks/.venv-litellm`` (``setup_peers.sh``)
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from benchmarks.harness.upstream import Chunking
+
+REPO = Path(__file__).resolve().parents[2]
+LITELLM = REPO / "benchmarks" / ".venv-litellm" / "bin" / "litellm"
+MODEL_FILE = REPO / "models" / "guard.onnx"
+POLICIES = REPO / "policies"
+
+
+class LaunchError(RuntimeError):
+    """A target did not come up (its log tail is in the message)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """A running endpoint the load generators can hit."""
+
+    name: str
+    port: int
+    headers: dict[str, str] = field(default_factory=dict)
+    pid: int | None = None  # the serving process itself (for RSS), when known
+    root_pid: int | None = None  # the bounded process tree (for CPU time)
+
+    def url(self, path: str = "/v1/chat/completions") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+
+def factory_is_integrated() -> bool:
+    """Whether ``guard serve`` builds the real engine (ONNX, memory, policies from settings)."""
+    from guard import factory
+
+    return "scorer" in inspect.signature(factory.build_engine).parameters
+
+
+def launcher(scorer: str) -> str:
+    if scorer == "onnx" and factory_is_integrated():
+        return "python3 -m guard serve"
+    return f"python3 -m benchmarks.harness.guard_server --scorer {scorer}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_http(
+    port: int, path: str, timeout_s: float, proc: subprocess.Popen[bytes], log: Path
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise LaunchError(f"exited {proc.returncode} before answering: {_tail(log)}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}{path}", timeout=2).status_code < 500:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise LaunchError(f"nothing answered on :{port}{path} in {timeout_s:.0f} s: {_tail(log)}")
+
+
+def _tail(log: Path) -> str:
+    try:
+        return log.read_text(errors="replace")[-1500:]
+    except OSError:
+        return "(no log)"
+
+
+def _child_pid(pid: int) -> int:
+    """The process ``timeout`` started (the one whose RSS counts)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return int(children[0]) if children else pid
+
+
+@contextmanager
+def _process(
+    args: list[str], *, lifetime_s: int, log: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            ["timeout", "--kill-after=5", str(lifetime_s), *args],
+            cwd=REPO,
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextmanager
+def upstream(tmp: Path, chunking: Chunking, lifetime_s: int) -> Iterator[Target]:
+    port = free_port()
+    args = [
+        "python3",
+        "-m",
+        "benchmarks.harness.upstream",
+        "--port",
+        str(port),
+        "--chunk-chars",
+        str(chunking.chars),
+        "--chunk-delay-ms",
+        str(chunking.delay_ms),
+    ]
+    log = tmp / "upstream.log"
+    with _process(args, lifetime_s=lifetime_s, log=log) as proc:
+        _wait_http(port, "/v1/models", 30, proc, log)
+        yield Target("direct", port, pid=_child_pid(proc.pid), root_pid=proc.pid)
+
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    upstream llm {{ server 127.0.0.1:{upstream}; keepalive 128; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://llm;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_request_buffering off;
+        }}
+    }}
+}}
+"""
+
+
+@contextmanager
+def nginx(tmp: Path, up: Target, lifetime_s: int) -> Iterator[Target]:
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    port = free_port()
+    prefix = tmp / "nginx"
+    prefix.mkdir(exist_ok=True)
+    conf = prefix / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(tmp=prefix, upstream=up.port, port=port))
+    log = tmp / "nginx.log"
+    with _process(
+        [binary, "-c", str(conf), "-p", str(prefix)], lifetime_s=lifetime_s, log=log
+    ) as proc:
+        _wait_http(port, "/v1/models", 30, proc, log)
+        yield Target("nginx", port, root_pid=proc.pid)
+
+
+@contextmanager
+def guard(
+    tmp: Path,
+    up: Target,
+    mode: str,
+    scorer: str,
+    lifetime_s: int,
+    *,
+    hold_benign: bool = False,
+    prefill: int = 0,
+    client: str = "native",
+) -> Iterator[Target]:
+    """The guard in ``mode``; ``scorer`` is "onnx" (``guard serve``) or "keyword".
+
+    ``hold_benign`` runs it on a temp copy of the shipped policies with ``hold_benign: true``,
+    so benign streams are held until their first sentence is judged too (the shipped
+    policy streams benign requests without a hold; this shows what the hold costs).
+    ``prefill`` stores that many conversations before the guard answers
+    (:mod:`benchmarks.harness.guard_server`).
+    """
+    port = free_port()
+    env = {"GUARD_LOGGING__LEVEL": "info", "GUARD_UPSTREAM__CLIENT": client}
+    if hold_benign:
+        policies = tmp / "policies-hold"
+        shutil.copytree(POLICIES, policies, dirs_exist_ok=True)
+        shipped = (policies / "global.yaml").read_text()
+        held = re.sub(r"hold_benign:\s*false", "hold_benign: true", shipped)
+        if held == shipped:
+            raise LaunchError("policies/global.yaml has no 'hold_benign: false' to flip")
+        (policies / "global.yaml").write_text(held)
+        env["GUARD_POLICY__DIR"] = str(policies)
+    if scorer == "onnx" and not MODEL_FILE.exists():
+        raise LaunchError(f"{MODEL_FILE} is missing: build the model or use --scorer keyword")
+    if scorer == "onnx" and factory_is_integrated() and not prefill:
+        args = ["python3", "-m", "guard", "serve"]  # exactly what users run
+    else:
+        args = ["python3", "-m", "benchmarks.harness.guard_server", "--scorer", scorer]
+        args += ["--prefill", str(prefill)] if prefill else []
+    args += ["--upstream", up.url(""), "--port", str(port), "--mode", mode]
+    log = tmp / f"guard-{mode}{'-hold' if hold_benign else ''}.log"
+    # The request_completed line per request is part of the real cost; it goes to a file.
+    with _process(args, lifetime_s=lifetime_s, log=log, env=env) as proc:
+        _wait_http(port, "/healthz", 120 + prefill / 200, proc, log)
+        name = f"guard-{mode}" + ("-hold" if hold_benign else "")
+        name += "" if client == "native" else f"-{client}"
+        name += "" if scorer == "onnx" else " (keyword scorer)"
+        yield Target(name, port, pid=_child_pid(proc.pid), root_pid=proc.pid)
+
+
+@contextmanager
+def litellm(tmp: Path, up: Target, lifetime_s: int) -> Iterator[Target]:
+    if not LITELLM.exists():
+        raise LaunchError(f"{LITELLM} is missing: run benchmarks/setup_peers.sh")
+    port = free_port()
+    key = "sk-bench-" + secrets.token_hex(12)
+    conf = tmp / "litellm.yaml"
+    conf.write_text(
+        json.dumps(
+            {  # JSON is YAML
+                "model_list": [
+                    {
+                        "model_name": "fake",
+                        "litellm_params": {
+                            "model": "openai/fake",
+                            "api_base": up.url("/v1"),
+                            "api_key": "sk-x",
+                        },
+                    }
+                ],
+                "litellm_settings": {"telemetry": False},
+            }
+        )
+    )
+    env = {
+        "LITELLM_MASTER_KEY": key,
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "LITELLM_TELEMETRY": "False",
+        "PYTHONPATH": "",
+    }
+    log = tmp / "litellm.log"
+    args = [str(LITELLM), "--config", str(conf), "--host", "127.0.0.1", "--port", str(port)]
+    with _process(args, lifetime_s=lifetime_s, log=log, env=env) as proc:
+        _wait_http(port, "/health/liveliness", 180, proc, log)
+        yield Target("litellm", port, headers={"Authorization": f"Bearer {key}"}, root_pid=proc.pid)
+
+
+# guard-enforce-httpx: the same guard with upstream.client httpx instead of the native pool.
+GUARD_TARGETS = ("guard-observe", "guard-enforce", "guard-enforce-hold", "guard-enforce-httpx")
+
+
+@contextmanager
+def all_targets(
+    names: list[str], *, scorer: str, chunking: Chunking, lifetime_s: int
+) -> Iterator[dict[str, Target]]:
+    """Start the upstream and every named target in front of it (``direct`` is the upstream)."""
+    with tempfile.TemporaryDirectory(prefix="guard-bench-") as tmp_name, ExitStack() as stack:
+        tmp = Path(tmp_name)
+        up = stack.enter_context(upstream(tmp, chunking, lifetime_s))
+        started: dict[str, Target] = {}
+        for name in names:
+            if name == "direct":
+                started[name] = up
+            elif name == "nginx":
+                started[name] = stack.enter_context(nginx(tmp, up, lifetime_s))
+            elif name == "litellm":
+                started[name] = stack.enter_context(litellm(tmp, up, lifetime_s))
+            elif name in GUARD_TARGETS:
+                mode = name.split("-")[1]
+                hold = name.endswith("-hold")
+                client = "httpx" if name.endswith("-httpx") else "native"
+                started[name] = stack.enter_context(
+                    guard(tmp, up, mode, scorer, lifetime_s, hold_benign=hold, client=client)
+                )
+            else:
+                raise ValueError(f"unknown target {name!r}")
+        yield started

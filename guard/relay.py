@@ -1,0 +1,375 @@
+"""Judging one chat completion exchange, written once for both front doors.
+
+:class:`ChatRelay` reads and validates the request, asks the engine, and either answers
+itself (block) or opens the upstream through a ``forward`` callable the front door
+supplies (the upstream client for the proxy, the wrapped app for the middleware), then judges the
+reply whole (here) or as a stream (:mod:`guard.relay_stream`) and sends what the
+verdicts say over ASGI ``send``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from guard.decisions import Action, GuardRequest, Mode, ReplyVerdict, RequestVerdict
+from guard.engine import Engine
+from guard.errors import RequestError, UpstreamBadResponse, UpstreamError
+from guard.http_edge import (
+    ClientDisconnected,
+    Headers,
+    Receive,
+    Responder,
+    Scope,
+    Send,
+    check_json_content_type,
+    decision_headers,
+    header,
+    read_body,
+    request_id_for,
+    stronger,
+    without_hop_by_hop,
+)
+from guard.logs import bound_request, get_logger
+from guard.metrics import GuardMetrics
+from guard.openai_api import (
+    ChatRequest,
+    StreamIdentity,
+    chunk_events,
+    completion,
+    parse_chat_request,
+    reply_text,
+    rewritten_completion,
+    stream_error_event,
+    with_system_message,
+)
+from guard.relay_stream import BODY_FRAMING, relay_stream
+from guard.settings import Settings
+from guard.upstream import upstream_kind
+
+log = get_logger("guard.relay")
+
+_JSON = (b"content-type", b"application/json")
+_SSE_HEADERS: Headers = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+]
+
+
+class Reply(Protocol):
+    """The upstream's answer as the relay needs it, whoever produced it."""
+
+    status: int
+    headers: Headers
+
+    def aiter_bytes(self) -> AsyncIterator[bytes]: ...
+
+
+Forward = Callable[[ChatRequest, str], AbstractAsyncContextManager[Reply]]
+
+
+@dataclass(slots=True)
+class ChatRecord:
+    """What one request did, for its log line and metrics (filled in as it goes)."""
+
+    request_id: str
+    mode: Mode | None = None
+    verdict: RequestVerdict | None = None
+    reply_verdict: ReplyVerdict | None = None
+    decision: Action | None = None
+    would: Action | None = None
+    stream: bool = False
+    request_bytes: int = 0
+    upstream_s: float | None = None
+    request_overhead_s: float = 0.0
+    reply_overhead_s: float = 0.0
+    error: str | None = None
+    prompt: str | None = None  # only kept when logging.include_content is on
+
+
+class ChatRelay:
+    """The guarded chat completion path; one instance per front door."""
+
+    def __init__(self, engine: Engine, metrics: GuardMetrics, settings: Settings) -> None:
+        self.engine = engine
+        self.metrics = metrics
+        self.settings = settings
+
+    async def handle(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        forward: Forward,
+        *,
+        watch_disconnect: bool = True,
+    ) -> None:
+        """Serve one ``POST .../chat/completions``; never raises for a bad request."""
+        started = time.perf_counter()
+        record = ChatRecord(request_id_for(scope, self.settings.server.request_id_header))
+        responder = Responder(send)
+        with bound_request(record.request_id):
+            try:
+                await self._guarded(scope, receive, responder, forward, record, watch_disconnect)
+            except ClientDisconnected:
+                record.error = "client_disconnected"
+            except Exception as exc:
+                await self._fail(exc, responder, record)
+            finally:
+                self._account(record, responder, time.perf_counter() - started)
+
+    async def _guarded(
+        self,
+        scope: Scope,
+        receive: Receive,
+        responder: Responder,
+        forward: Forward,
+        record: ChatRecord,
+        watch_disconnect: bool,
+    ) -> None:
+        check_json_content_type(scope)
+        body = await read_body(scope, receive, self.settings.server.max_body_bytes)
+        record.request_bytes = len(body)
+        begun = time.perf_counter()
+        chat = parse_chat_request(body)
+        record.stream = chat.stream
+        if self.settings.logging.include_content:
+            record.prompt = chat.conversation.last_user_text
+        request = self._guard_request(scope, chat, record.request_id)
+        verdict = await self.engine.check_request(request)
+        record.request_overhead_s = time.perf_counter() - begun
+        record.verdict, record.mode = verdict, verdict.mode
+        record.decision = verdict.action
+        record.would = verdict.would
+        if verdict.action is Action.BLOCK:
+            await self._answer(responder, chat, verdict.reply_text or "", record)
+            return
+        exchange = self._exchange(responder, chat, request, verdict, forward, record)
+        if not watch_disconnect:
+            await exchange
+            return
+        await _unless_disconnected(exchange, receive)
+
+    def _guard_request(self, scope: Scope, chat: ChatRequest, request_id: str) -> GuardRequest:
+        memory = self.settings.memory
+        tenant = None
+        if memory.tenant_header:
+            tenant = _header_text(scope, memory.tenant_header)
+        if tenant is None:
+            authorization = _header_text(scope, "authorization")
+            if authorization and authorization.lower().startswith("bearer "):
+                tenant = authorization[7:].strip() or None
+        return GuardRequest(
+            request_id=request_id,
+            conversation=chat.conversation,
+            tenant=tenant,
+            conversation_id=_header_text(scope, memory.conversation_header),
+            model=chat.model,
+            stream=chat.stream,
+        )
+
+    async def _answer(
+        self, responder: Responder, chat: ChatRequest, text: str, record: ChatRecord
+    ) -> None:
+        """The guard's own reply to a blocked request, in the shape the client asked for."""
+        headers = self.decision_headers(record)
+        if chat.stream:
+            events = chunk_events(text, StreamIdentity.fresh(chat.model))
+            await responder.whole(200, _SSE_HEADERS + headers, b"".join(events))
+            return
+        body = completion(text, model=chat.model)
+        length = (b"content-length", str(len(body)).encode())
+        await responder.whole(200, [_JSON, length, *headers], body)
+
+    async def _exchange(
+        self,
+        responder: Responder,
+        chat: ChatRequest,
+        request: GuardRequest,
+        verdict: RequestVerdict,
+        forward: Forward,
+        record: ChatRecord,
+    ) -> None:
+        opened = time.perf_counter()
+        async with forward(chat, record.request_id) as reply:
+            record.upstream_s = time.perf_counter() - opened
+            self.metrics.upstream_duration.observe(record.upstream_s)
+            if not 200 <= reply.status < 300:
+                # Errors of the upstream (401, 429, 400...) are the client's to see as-is.
+                headers = without_hop_by_hop(reply.headers, b"content-encoding")
+                headers = [(k, v) for k, v in headers if k != b"content-length"]
+                await responder.start(reply.status, headers + self.decision_headers(record))
+                async for chunk in reply.aiter_bytes():
+                    await responder.body(chunk)
+                await responder.end()
+                return
+            content_type = _first(reply.headers, b"content-type") or b""
+            if content_type.lower().startswith(b"text/event-stream"):
+                await relay_stream(
+                    self, responder, chat, self.engine.open_stream(request, verdict), reply, record
+                )
+            else:
+                await self._relay_whole(responder, request, verdict, reply, record, (chat, forward))
+
+    async def _relay_whole(
+        self,
+        responder: Responder,
+        request: GuardRequest,
+        verdict: RequestVerdict,
+        reply: Reply,
+        record: ChatRecord,
+        retry_with: tuple[ChatRequest, Forward],
+    ) -> None:
+        body = b"".join([chunk async for chunk in reply.aiter_bytes()])
+        try:
+            payload = json.loads(body)
+        except (ValueError, RecursionError) as exc:
+            raise UpstreamBadResponse("upstream completion is not JSON") from exc
+        if not isinstance(payload, dict):
+            raise UpstreamBadResponse("upstream completion is not a JSON object")
+        begun = time.perf_counter()
+        judged = await self.engine.check_reply(request, verdict, reply_text(payload) or "")
+        record.reply_overhead_s += time.perf_counter() - begun
+        if judged.retry is not None:
+            retried = await self._ask_again(*retry_with, judged.retry.clarification, record)
+            begun = time.perf_counter()
+            judged = await self.engine.check_retry(request, verdict, judged, retried)
+            record.reply_overhead_s += time.perf_counter() - begun
+        self.note_verdict(record, judged)
+        headers = without_hop_by_hop(reply.headers, *BODY_FRAMING)
+        if judged.action in (Action.REWRITE, Action.BLOCK):
+            body = rewritten_completion(payload, judged.text or "")
+            headers = [(k, v) for k, v in headers if k != b"content-type"] + [_JSON]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await responder.whole(reply.status, headers + self.decision_headers(record), body)
+
+    async def _ask_again(
+        self, chat: ChatRequest, forward: Forward, clarification: str, record: ChatRecord
+    ) -> str | None:
+        """The upstream's second answer to an over-refused request, or None if it failed."""
+        retry = dataclasses.replace(chat, body=with_system_message(chat.body, clarification))
+        try:
+            async with forward(retry, record.request_id) as reply:
+                if not 200 <= reply.status < 300:
+                    return None
+                body = b"".join([chunk async for chunk in reply.aiter_bytes()])
+        except UpstreamError as exc:
+            self.metrics.upstream_errors.labels(kind=upstream_kind(exc)).inc()
+            return None
+        try:
+            payload = json.loads(body)
+        except (ValueError, RecursionError):
+            return None
+        return reply_text(payload) if isinstance(payload, dict) else None
+
+    def note_verdict(self, record: ChatRecord, judged: ReplyVerdict) -> None:
+        record.reply_verdict = judged
+        record.decision = stronger(record.decision or Action.ALLOW, judged.action)
+        record.would = stronger(record.would or Action.ALLOW, judged.would)
+
+    def decision_headers(self, record: ChatRecord) -> Headers:
+        would = record.would if record.mode is Mode.OBSERVE else None
+        return decision_headers(record.request_id, record.decision or Action.ALLOW, would)
+
+    async def _fail(self, exc: Exception, responder: Responder, record: ChatRecord) -> None:
+        if isinstance(exc, UpstreamError):
+            record.error = upstream_kind(exc)
+            self.metrics.upstream_errors.labels(kind=record.error).inc()
+            log.warning("upstream_failed", kind=record.error, cause=type(exc.__cause__).__name__)
+        elif isinstance(exc, RequestError):
+            record.error = exc.code
+        else:
+            record.error = "internal"
+            log.exception("request_failed", error_type=type(exc).__name__)
+        if not responder.started:
+            await responder.error(exc, [(b"x-request-id", record.request_id.encode())])
+        elif not responder.finished:
+            # Headers are gone; end the stream with an error event the SDKs raise.
+            code = getattr(exc, "code", None) or "internal_error"
+            await responder.end(stream_error_event("The reply stream was interrupted.", code))
+
+    def _account(self, record: ChatRecord, responder: Responder, duration: float) -> None:
+        status = responder.status or 499  # nothing sent: the client went away
+        metrics = self.metrics
+        metrics.requests.labels(route="chat", status=f"{status // 100}xx").inc()
+        metrics.request_duration.labels(route="chat").observe(duration)
+        if record.verdict is not None:
+            mode = record.verdict.mode.value
+            metrics.decisions.labels("request", record.verdict.action.value, mode).inc()
+            metrics.would_decisions.labels("request", record.verdict.would.value).inc()
+            metrics.guard_overhead.labels(direction="request").observe(record.request_overhead_s)
+        if record.reply_verdict is not None:
+            judged = record.reply_verdict
+            metrics.decisions.labels("reply", judged.action.value, judged.mode.value).inc()
+            metrics.would_decisions.labels("reply", judged.would.value).inc()
+            metrics.guard_overhead.labels(direction="reply").observe(record.reply_overhead_s)
+        verdict = record.verdict
+        fields: dict[str, object] = {}
+        if record.prompt is not None:
+            fields["prompt"] = record.prompt
+        judgement = verdict.judgement if verdict else None
+        if judgement is not None:  # keyed hashes, never the raw id or API key
+            fields |= {
+                "conversation": judgement.conversation[:16],
+                "tenant": judgement.tenant[:16],
+                "turn": judgement.turn,
+            }
+        log.info(
+            "request_completed",
+            route="chat",
+            status=status,
+            decision=record.decision.value if record.decision else None,
+            would=record.would.value if record.would else None,
+            category=(record.reply_verdict.category if record.reply_verdict else None)
+            or (verdict.category if verdict else None),
+            risk=round(verdict.risk, 4) if verdict else None,
+            refusal=record.reply_verdict.refusal.value if record.reply_verdict else None,
+            stream=record.stream,
+            duration_s=round(duration, 6),
+            upstream_s=round(record.upstream_s, 6) if record.upstream_s is not None else None,
+            overhead_s=round(record.request_overhead_s + record.reply_overhead_s, 6),
+            request_bytes=record.request_bytes,
+            response_bytes=responder.bytes_sent,
+            error=record.error,
+            **fields,
+        )
+
+
+async def _unless_disconnected(work: Coroutine[Any, Any, None], receive: Receive) -> None:
+    """Run ``work``; cancel it (closing the upstream) if the client disconnects first."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(receive))
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()
+            return
+        raise ClientDisconnected
+    finally:
+        for pending in (task, watcher):
+            if not pending.done():
+                pending.cancel()
+        await asyncio.gather(task, watcher, return_exceptions=True)
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def _first(headers: Headers, name: bytes) -> bytes | None:
+    for key, value in headers:
+        if key == name:
+            return value
+    return None
+
+
+def _header_text(scope: Scope, name: str) -> str | None:
+    raw = header(scope, name.lower().encode("latin-1"))
+    return raw.decode("latin-1") if raw is not None else None
