@@ -103,6 +103,18 @@ class Engine:
         return self._scorer
 
     @property
+    def shadow(self) -> bool:
+        """True while no decision can alter traffic: every category is in observe mode.
+
+        Front doors then forward a request while it is being judged instead of after,
+        so observe mode adds almost nothing to the time to the upstream's answer.
+        """
+        policies = self.policies
+        return all(
+            policies.mode_for(category) is Mode.OBSERVE for category in (None, *policies.categories)
+        )
+
+    @property
     def policies(self) -> PolicySet:
         """The policy set a request arriving now is decided with."""
         current = self._source if isinstance(self._source, PolicySet) else self._source.current()
