@@ -6,7 +6,8 @@ Reads what the other measurements wrote, runs no model itself:
   ../shared/datasets --model models/`` (prompt harm and refusal detection, eval/ only;
   the model card quotes the same file), and
 * ``benchmarks/results/multiturn_eval.json``, from ``python3 -m benchmarks.multiturn_eval
-  --data ../shared/datasets --scorer onnx --json-out benchmarks/results/multiturn_eval.json``,
+  --data /work/shared/datasets --json-out benchmarks/results/multiturn_eval.json`` (what
+  the guard decides: through the engine with the shipped policies, tuned on train/),
 * ``benchmarks/results/classifier_speed.json``, from ``benchmarks/classifier_speed.py``
   (the model card's speed section).
 
@@ -29,9 +30,9 @@ from typing import Any
 
 EVALUATE_CMD = "python3 -m guard.training.evaluate --data ../shared/datasets --model models/"
 MULTITURN_CMD = (
-    "python3 -m benchmarks.multiturn_eval --data ../shared/datasets --scorer onnx "
+    "python3 -m benchmarks.multiturn_eval --data /work/shared/datasets "
     "--json-out benchmarks/results/multiturn_eval.json"
-)
+)  # through the engine with the shipped policies (benchmarks/README.md, conversation memory)
 SPEED_CMD = (
     "python3 benchmarks/classifier_speed.py --model-dir models --fp32 runs/m1_work/guard.fp32.onnx "
     "--out benchmarks/results/classifier_speed.json"
@@ -154,9 +155,10 @@ def multiturn_rows(multiturn: dict[str, Any] | None) -> list[str]:
     for probe in forged or ["forged assistant turns"]:
         rows.append(f"| forged history detected: {probe} | {_pct(forged.get(probe))} | - | ≥ 99% |")
     faults = m.get("clean_faults")
+    of = f" (of {m['clean_requests']:,} requests)" if "clean_requests" in m else ""
     rows.append(
         f"| faults on histories the guard relayed itself | "
-        f"{MISSING if faults is None else faults} | - | 0 |"
+        f"{MISSING if faults is None else f'{faults}{of}'} | - | 0 |"
     )
     if m.get("curve"):
         turns = range(1, len(m["curve"]) + 1)
@@ -164,10 +166,16 @@ def multiturn_rows(multiturn: dict[str, Any] | None) -> list[str]:
             "",
             "| flagged by turn | " + " | ".join(str(t) for t in turns) + " |",
             "|---" * (len(m["curve"]) + 1) + "|",
-            "| memory | " + " | ".join(_pct(x) for x in m["curve"]) + " |",
+            f"| {who} | " + " | ".join(_pct(x) for x in m["curve"]) + " |",
             "| per-turn alone | " + " | ".join(_pct(x) for x in m["curve_single"]) + " |",
         ]
-    if m:
+    if m and m.get("through") == "engine":
+        rows.append(
+            f"\nFlagged: the guard's request decision (flag or block, any reason) under the "
+            f"shipped policies; clearly harmful ≥ {m['block_threshold']:.2f}; "
+            f"conversations: {m.get('conversations')}."
+        )
+    elif m:
         rows.append(
             f"\nThresholds flag ≥ {m['flag_threshold']:.2f}, block ≥ {m['block_threshold']:.2f}; "
             f"conversations: {m.get('conversations')}."

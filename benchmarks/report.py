@@ -380,14 +380,17 @@ def update_readme(readme: Path, text: str, block: str = "gateways") -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("result", type=Path)
-    parser.add_argument("--img", type=Path, default=Path("benchmarks/img"))
+    parser.add_argument(
+        "--img", type=Path, help="plot folder (default benchmarks/img for the gateways block only)"
+    )
     parser.add_argument("--readme", type=Path, help="rewrite a block of this file")
     parser.add_argument("--block", default="gateways", help="which <!-- NAME:begin --> block")
     args = parser.parse_args()
     report = json.loads(args.result.read_text())
     text = render(report)
     print(text)
-    for path in plots(report, args.img):
+    img = args.img or (Path("benchmarks/img") if args.block == "gateways" else None)
+    for path in plots(report, img) if img else []:
         print(f"plot: {path}", file=sys.stderr)
     if args.readme:
         update_readme(args.readme, text, args.block)

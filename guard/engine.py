@@ -19,6 +19,7 @@ from typing import Protocol, TypeVar
 
 import structlog
 
+from guard.classifier.cues import has_refusal_cue
 from guard.decisions import (
     Action,
     GuardRequest,
@@ -43,7 +44,7 @@ from guard.policy.loader import PolicySet
 from guard.policy.provider import PolicyProvider
 from guard.policy.voice import compose_leak_cut, compose_refusal, unavailable
 from guard.reply_stream import ReplyStream, sentence_ends
-from guard.scoring import HarmScore, Refusal, ReplyInput, Scorer
+from guard.scoring import HarmScore, Refusal, ReplyInput, ReplyScore, Scorer
 from guard.settings import SHIPPED_POLICY_DIR
 
 log = structlog.get_logger("guard.engine")
@@ -101,6 +102,18 @@ class Engine:
     @property
     def scorer(self) -> Scorer:
         return self._scorer
+
+    @property
+    def shadow(self) -> bool:
+        """True while no decision can alter traffic: every category is in observe mode.
+
+        Front doors then forward a request while it is being judged instead of after,
+        so observe mode adds almost nothing to the time to the upstream's answer.
+        """
+        policies = self.policies
+        return all(
+            policies.mode_for(category) is Mode.OBSERVE for category in (None, *policies.categories)
+        )
 
     @property
     def policies(self) -> PolicySet:
@@ -237,13 +250,16 @@ class Engine:
         category = verdict.category
         mode = policies.mode_for(category)
         prompt = request.conversation.last_user_text
-        try:
-            (score,) = await self._bounded(
-                self._scorer.score_replies([ReplyInput(prompt=prompt, reply=reply)]),
-                policies.general.scoring_timeout_s,
-            )
-        except ScoringError as exc:
-            return self._reply_failure(request, policies, mode, category, exc)
+        if clears_without_model(policies, verdict, reply):
+            score = ReplyScore(refusal=Refusal.NONE)
+        else:
+            try:
+                (score,) = await self._bounded(
+                    self._scorer.score_replies([ReplyInput(prompt=prompt, reply=reply)]),
+                    policies.general.scoring_timeout_s,
+                )
+            except ScoringError as exc:
+                return self._reply_failure(request, policies, mode, category, exc)
         would, reasons = reply_decision(policies, verdict, score.refusal)
         action = enforced(would, mode)
         text = None
@@ -399,6 +415,20 @@ class Engine:
         if self._memory is not None:
             await self._memory.aclose()
         await self._scorer.aclose()
+
+
+def clears_without_model(policies: PolicySet, verdict: RequestVerdict, reply: str) -> bool:
+    """The cascade's cheap first stage: a benign request's reply with no refusal cue.
+
+    Only requests decided ``allow`` below their category's flag threshold qualify, so a
+    risky request's reply (leaks, caving, bare refusals) is always judged by the model.
+    """
+    return (
+        policies.general.cheap_reply_check
+        and verdict.would is Action.ALLOW
+        and verdict.risk < thresholds_for(policies, verdict.category).flag
+        and not has_refusal_cue(reply)
+    )
 
 
 def _relayed(decided: ReplyVerdict, reply: str) -> str:

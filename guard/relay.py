@@ -10,6 +10,7 @@ verdicts say over ASGI ``send``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import time
@@ -142,19 +143,31 @@ class ChatRelay:
         if self.settings.logging.include_content:
             record.prompt = chat.conversation.last_user_text
         request = self._guard_request(scope, chat, record.request_id)
+        if self.engine.shadow:
+            # Nothing the verdict says can change the request: judge it while the
+            # upstream works, and wait for the verdict only when the reply is there.
+            judging = asyncio.ensure_future(self._judge_request(request, record, begun))
+            exchange = self._exchange(responder, chat, request, judging, forward, record)
+        else:
+            verdict = await self._judge_request(request, record, begun)
+            if verdict.action is Action.BLOCK:
+                await self._answer(responder, chat, verdict.reply_text or "", record)
+                return
+            exchange = self._exchange(responder, chat, request, verdict, forward, record)
+        if not watch_disconnect:
+            await exchange
+            return
+        await _unless_disconnected(exchange, receive)
+
+    async def _judge_request(
+        self, request: GuardRequest, record: ChatRecord, begun: float
+    ) -> RequestVerdict:
         verdict = await self.engine.check_request(request)
         record.request_overhead_s = time.perf_counter() - begun
         record.verdict, record.mode = verdict, verdict.mode
         record.decision = verdict.action
         record.would = verdict.would
-        if verdict.action is Action.BLOCK:
-            await self._answer(responder, chat, verdict.reply_text or "", record)
-            return
-        exchange = self._exchange(responder, chat, request, verdict, forward, record)
-        if not watch_disconnect:
-            await exchange
-            return
-        await _unless_disconnected(exchange, receive)
+        return verdict
 
     def _guard_request(self, scope: Scope, chat: ChatRequest, request_id: str) -> GuardRequest:
         memory = self.settings.memory
@@ -192,30 +205,51 @@ class ChatRelay:
         responder: Responder,
         chat: ChatRequest,
         request: GuardRequest,
-        verdict: RequestVerdict,
+        judged: RequestVerdict | asyncio.Future[RequestVerdict],
         forward: Forward,
         record: ChatRecord,
     ) -> None:
+        """Forward ``chat`` and relay the reply; ``judged`` may still be in the making."""
         opened = time.perf_counter()
-        async with forward(chat, record.request_id) as reply:
-            record.upstream_s = time.perf_counter() - opened
-            self.metrics.upstream_duration.observe(record.upstream_s)
-            if not 200 <= reply.status < 300:
-                # Errors of the upstream (401, 429, 400...) are the client's to see as-is.
-                headers = without_hop_by_hop(reply.headers, b"content-encoding")
-                headers = [(k, v) for k, v in headers if k != b"content-length"]
-                await responder.start(reply.status, headers + self.decision_headers(record))
-                async for chunk in reply.aiter_bytes():
-                    await responder.body(chunk)
-                await responder.end()
-                return
-            content_type = _first(reply.headers, b"content-type") or b""
-            if content_type.lower().startswith(b"text/event-stream"):
-                await relay_stream(
-                    self, responder, chat, self.engine.open_stream(request, verdict), reply, record
-                )
-            else:
-                await self._relay_whole(responder, request, verdict, reply, record, (chat, forward))
+        try:
+            async with forward(chat, record.request_id) as reply:
+                record.upstream_s = time.perf_counter() - opened
+                self.metrics.upstream_duration.observe(record.upstream_s)
+                verdict = judged if isinstance(judged, RequestVerdict) else await judged
+                await self._relay(responder, chat, request, verdict, forward, record, reply)
+        finally:
+            if isinstance(judged, asyncio.Future) and not judged.done():
+                judged.cancel()  # the upstream failed first: nothing left to judge
+                with contextlib.suppress(asyncio.CancelledError):
+                    await judged
+
+    async def _relay(
+        self,
+        responder: Responder,
+        chat: ChatRequest,
+        request: GuardRequest,
+        verdict: RequestVerdict,
+        forward: Forward,
+        record: ChatRecord,
+        reply: Reply,
+    ) -> None:
+        """Relay an upstream reply whose head has arrived, judged against ``verdict``."""
+        if not 200 <= reply.status < 300:
+            # Errors of the upstream (401, 429, 400...) are the client's to see as-is.
+            headers = without_hop_by_hop(reply.headers, b"content-encoding")
+            headers = [(k, v) for k, v in headers if k != b"content-length"]
+            await responder.start(reply.status, headers + self.decision_headers(record))
+            async for chunk in reply.aiter_bytes():
+                await responder.body(chunk)
+            await responder.end()
+            return
+        content_type = _first(reply.headers, b"content-type") or b""
+        if content_type.lower().startswith(b"text/event-stream"):
+            await relay_stream(
+                self, responder, chat, self.engine.open_stream(request, verdict), reply, record
+            )
+        else:
+            await self._relay_whole(responder, request, verdict, reply, record, (chat, forward))
 
     async def _relay_whole(
         self,

@@ -51,7 +51,7 @@ class UpstreamSettings(_Section):
     # native: guard.http1, the cheap default.  httpx: HTTP/2, HTTPS_PROXY/NO_PROXY and
     # SSL_CERT_FILE from the environment, at ~1.4 ms more CPU a request (benchmarks/README.md).
     client: Literal["native", "httpx"] = "native"
-    http2: bool = False  # httpx only; needs the h2 package (pip install 'httpx[http2]')
+    http2: bool = False  # httpx and https only; needs h2 (pip install 'httpx[http2]')
 
     @field_validator("http2")
     @classmethod

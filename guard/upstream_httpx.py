@@ -110,6 +110,10 @@ class HttpxPool:
     """One ``httpx.AsyncClient`` for every request of the process, to one origin."""
 
     def __init__(self, origin: Origin, settings: UpstreamSettings) -> None:
+        if settings.http2 and origin.scheme != "https":
+            # httpx negotiates HTTP/2 through TLS (ALPN); over plain http it would quietly
+            # speak HTTP/1.1, so asking for it there is a mistake worth stopping on.
+            raise ConfigError("upstream.http2: HTTP/2 needs an https:// upstream.url")
         if settings.http2 and importlib.util.find_spec("h2") is None:
             raise ConfigError(
                 "upstream.http2: HTTP/2 needs the h2 package: pip install 'httpx[http2]'"

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from prometheus_client import CollectorRegistry
+from servers import FakeUpstream, ServerThread, fake_upstream_app
 
 from guard.metrics import GuardMetrics
 from guard.testing import KeywordScorer
@@ -30,3 +33,17 @@ def upstream_client(request: pytest.FixtureRequest) -> str:
     """
     client: str = getattr(request, "param", "native")
     return client
+
+
+# The fake upstream of the transport tests, one per test module (a module may define its own).
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[tuple[FakeUpstream, str]]:
+    state = FakeUpstream()
+    with ServerThread(fake_upstream_app(state), lifespan="off") as server:
+        yield state, server.url
+
+
+@pytest.fixture
+def fake(upstream: tuple[FakeUpstream, str]) -> FakeUpstream:
+    upstream[0].reset()
+    return upstream[0]

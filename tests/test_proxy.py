@@ -17,9 +17,7 @@ from servers import (
     DEFAULT_REPLY,
     FakeUpstream,
     Guard,
-    ServerThread,
     both_clients,
-    fake_upstream_app,
     reason_of,
     running_guard,
 )
@@ -37,19 +35,6 @@ BARE_REFUSAL = "I'm sorry, I can't help with that."
 # The engine holds a reply until its first sentence ends; this one releases at once.
 STREAMED = "Sure. Paris is the capital of France. It sits on the Seine."
 LEAK = "I can't help with that. However, here is how: step 1, get the tools."
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[tuple[FakeUpstream, str]]:
-    state = FakeUpstream()
-    with ServerThread(fake_upstream_app(state), lifespan="off") as server:
-        yield state, server.url
-
-
-@pytest.fixture
-def fake(upstream: tuple[FakeUpstream, str]) -> FakeUpstream:
-    upstream[0].reset()
-    return upstream[0]
 
 
 @pytest.fixture(scope="module")

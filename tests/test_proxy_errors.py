@@ -15,10 +15,8 @@ from servers import (
     FakeUpstream,
     Guard,
     ResettingServer,
-    ServerThread,
     both_clients,
     closed_port_url,
-    fake_upstream_app,
     running_guard,
 )
 
@@ -28,19 +26,6 @@ from guard.testing import KeywordScorer
 
 USER = [{"role": "user", "content": "hello there"}]
 LIMIT = 4096
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[tuple[FakeUpstream, str]]:
-    state = FakeUpstream()
-    with ServerThread(fake_upstream_app(state), lifespan="off") as server:
-        yield state, server.url
-
-
-@pytest.fixture
-def fake(upstream: tuple[FakeUpstream, str]) -> FakeUpstream:
-    upstream[0].reset()
-    return upstream[0]
 
 
 @pytest.fixture(scope="module")

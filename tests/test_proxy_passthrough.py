@@ -22,19 +22,6 @@ from guard.decisions import Mode
 
 
 @pytest.fixture(scope="module")
-def upstream() -> Iterator[tuple[FakeUpstream, str]]:
-    state = FakeUpstream()
-    with ServerThread(fake_upstream_app(state), lifespan="off") as server:
-        yield state, server.url
-
-
-@pytest.fixture
-def fake(upstream: tuple[FakeUpstream, str]) -> FakeUpstream:
-    upstream[0].reset()
-    return upstream[0]
-
-
-@pytest.fixture(scope="module")
 def guard(upstream: tuple[FakeUpstream, str], upstream_client: str) -> Iterator[Guard]:
     yield from running_guard(upstream[1], Mode.ENFORCE, client=upstream_client)
 

@@ -51,7 +51,7 @@ def _serve(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
         (["--upstream-client", "curl"], {}, "upstream.client"),
         ([], {"GUARD_UPSTREAM__HTTP2": "true"}, "upstream.http2"),  # the native client is 1.1
         pytest.param(
-            ["--upstream-client", "httpx"],
+            ["--upstream-client", "httpx", "--upstream", "https://127.0.0.1:8443"],
             {"GUARD_UPSTREAM__HTTP2": "true"},
             "pip install 'httpx[http2]'",
             marks=pytest.mark.skipif(

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import shutil
+import ssl
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -311,11 +315,17 @@ def test_http2_needs_the_httpx_client() -> None:
         load_settings(overrides={"upstream": {"http2": True}}, environ={})
 
 
+def test_http2_over_plain_http_is_a_config_error() -> None:
+    settings = UpstreamSettings(url="http://llm.example", client="httpx", http2=True)
+    with pytest.raises(ConfigError, match=r"upstream\.http2: .*https://"):
+        Upstream(settings)
+
+
 def test_http2_without_h2_stops_start_up_saying_what_to_install(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setitem(sys.modules, "h2", None)  # as if not installed
-    settings = UpstreamSettings(client="httpx", http2=True)
+    settings = UpstreamSettings(url="https://llm.example", client="httpx", http2=True)
     with pytest.raises(ConfigError, match=r"upstream\.http2: .*pip install 'httpx\[http2\]'"):
         Upstream(settings)
 
@@ -360,3 +370,93 @@ async def test_request_on_a_fresh_connection_is_not_sent_twice(make: Make) -> No
             await fetch(upstream, method="POST", content=b"{}")
         await upstream.aclose()
     assert scripted.connections == 1
+
+
+def httpx_upstream(url: str) -> Upstream:
+    return Upstream(UpstreamSettings(url=url, client="httpx"))
+
+
+async def test_httpx_client_goes_through_the_proxy_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        scripted.requests.append(await read_request(reader))
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\nproxied")
+        await writer.drain()
+
+    scripted = Scripted(proxy)
+    async with scripted as proxy_url:
+        monkeypatch.setenv("HTTP_PROXY", proxy_url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        upstream = httpx_upstream("http://llm.invalid:9000/base")
+        assert await fetch(upstream) == (200, b"proxied")
+        await upstream.aclose()
+    assert scripted.requests[0].startswith(b"GET http://llm.invalid:9000/base/x HTTP/1.1\r\n")
+
+
+async def test_httpx_client_skips_the_proxy_for_no_proxy_hosts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\ndirect")
+        await writer.drain()
+
+    async with Scripted(handler) as url:
+        monkeypatch.setenv("HTTP_PROXY", closed_port_url())  # would refuse the connection
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        upstream = httpx_upstream(url)
+        assert await fetch(upstream) == (200, b"direct")
+        await upstream.aclose()
+
+
+def private_ca(directory: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a certificate it signed for 127.0.0.1: (ca, cert, key)."""
+    ca, ca_key = directory / "ca.pem", directory / "ca.key"
+    cert, key, csr = directory / "server.pem", directory / "server.key", directory / "server.csr"
+    ext = directory / "san.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for args in (
+        ["req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-days", "1", "-subj", "/CN=test CA"],
+        ["req", *ec, "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"],
+        ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+         "-out", cert, "-days", "1", "-extfile", ext],
+    ):  # fmt: skip
+        subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
+    return ca, cert, key
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+async def test_httpx_client_trusts_the_ca_bundle_in_ssl_cert_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca, cert, key = private_ca(tmp_path)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await read_request(reader)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return  # the client refused the certificate
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\ntls")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=tls)
+    url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    try:
+        monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+        untrusting = httpx_upstream(url)
+        with pytest.raises(UpstreamUnavailable):  # the private CA is not in the default store
+            await fetch(untrusting)
+        await untrusting.aclose()
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+        trusting = httpx_upstream(url)
+        assert await fetch(trusting) == (200, b"tls")
+        await trusting.aclose()
+    finally:
+        server.close()

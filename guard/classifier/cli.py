@@ -4,6 +4,9 @@ Each input line is ``{"text": ...}`` or ``{"messages": [...]}`` (OpenAI chat for
 Each output line holds ``risk``, ``category``, ``categories`` and ``decision`` (under
 the label map's default thresholds) for the user side - the text, or the last user
 message - and, when the last message is from the assistant, ``refusal`` for that reply.
+With more than one user turn, ``conversation`` holds the conversation-level judgement
+of the last one (risk, joint risk, trend, decision and reasons under the shipped
+policies), reached by replaying the history through the conversation memory.
 A line that cannot be used yields ``{"line": n, "error": ...}`` and the run goes on;
 the exit status is non-zero only when reading or writing fails.
 """
@@ -11,6 +14,8 @@ the exit status is non-zero only when reading or writing fails.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import functools
 import json
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -21,21 +26,30 @@ from typing import IO, Any
 from guard.classifier.labels import Labels
 from guard.classifier.predictor import Predictor
 from guard.classifier.session import load_model
-from guard.conversation import ROLES, message_text
+from guard.conversation import ROLES, Message, message_text
 from guard.errors import GuardError
-from guard.scoring import ReplyInput
-from guard.settings import SHIPPED_MODEL_DIR
+from guard.memory import ConversationMemory
+from guard.memory.replay import replay
+from guard.policy.decide import category_of, request_decision, thresholds_for
+from guard.policy.loader import PolicySet, load_policies
+from guard.scoring import HarmScore, ReplyInput, ReplyScore
+from guard.settings import SHIPPED_MODEL_DIR, SHIPPED_POLICY_DIR, MemorySettings
 
 CHUNK_LINES = 64
 
 
 @dataclass(frozen=True, slots=True)
 class ScoreItem:
-    """One usable input line: the user-side text and, optionally, a reply to type."""
+    """One usable input line: the user-side text and, optionally, a reply to type.
+
+    ``history`` holds the messages up to the last user turn when there was more than one
+    user turn: the conversation-level judgement of that turn is reported too.
+    """
 
     line: int
     text: str
     reply: str | None = None
+    history: tuple[Message, ...] = ()
 
 
 class BadLine(ValueError):
@@ -69,13 +83,17 @@ def parse_line(number: int, line: str) -> ScoreItem:
         if not isinstance(message, Mapping) or message.get("role") not in ROLES:
             raise BadLine(f"messages[{index}] needs a role in {sorted(ROLES)}")
         parsed.append((str(message["role"]), message_text(message)))
-    users = [text for role, text in parsed if role == "user"]
+    users = [index for index, (role, _) in enumerate(parsed) if role == "user"]
     if not users:
         raise BadLine("'messages' has no user message")
-    if parsed[-1][0] == "assistant":
-        prompt_index = max(i for i, (role, _) in enumerate(parsed) if role == "user")
-        return ScoreItem(number, parsed[prompt_index][1], reply=parsed[-1][1])
-    return ScoreItem(number, users[-1])
+    last_user = users[-1]
+    history = (
+        tuple(Message(role, text) for role, text in parsed[: last_user + 1])
+        if len(users) > 1
+        else ()
+    )
+    reply = parsed[-1][1] if parsed[-1][0] == "assistant" else None
+    return ScoreItem(number, parsed[last_user][1], reply=reply, history=history)
 
 
 def _records(
@@ -95,7 +113,55 @@ def _records(
         }
         if item.line in reply_by_line:
             record["refusal"] = reply_by_line[item.line].refusal.value
+        if item.history:
+            record["conversation"] = conversation_record(item, score, predictor)
         yield record
+
+
+class _PredictorScorer:
+    """The :class:`guard.scoring.Scorer` protocol over a synchronous predictor (CLI only)."""
+
+    def __init__(self, predictor: Predictor) -> None:
+        self._predictor = predictor
+
+    async def score_prompts(self, texts: Sequence[str]) -> list[HarmScore]:
+        return self._predictor.score_prompts(texts)
+
+    async def score_replies(self, replies: Sequence[ReplyInput]) -> list[ReplyScore]:
+        return self._predictor.score_replies(replies)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def conversation_record(item: ScoreItem, turn: HarmScore, predictor: Predictor) -> dict[str, Any]:
+    """The conversation-level judgement of the last user turn, as the live guard reaches it.
+
+    The history is replayed turn by turn through a fresh in-memory
+    :class:`ConversationMemory`; ``decision`` is what the engine would decide for the
+    request under the shipped policies (per-turn risk, split intent, escalation).
+    """
+    memory = ConversationMemory.from_settings(MemorySettings(), _PredictorScorer(predictor))
+    judgement = asyncio.run(replay(memory, item.history, conversation_id=f"line-{item.line}"))
+    policies = _shipped_policies()
+    category = category_of(judgement, turn)
+    would, reasons = request_decision(
+        policies, thresholds_for(policies, category), judgement.turn_score, judgement
+    )
+    return {
+        "risk": round(judgement.risk, 4),
+        "joint_risk": round(judgement.joint_score.risk, 4),
+        "trend": round(judgement.trend, 4),
+        "turns": judgement.turn,
+        "category": category,
+        "decision": would.value,
+        "reasons": list(reasons),
+    }
+
+
+@functools.cache
+def _shipped_policies() -> PolicySet:
+    return load_policies(SHIPPED_POLICY_DIR)
 
 
 def score_lines(lines: Iterable[str], predictor: Predictor, out: IO[str]) -> None:

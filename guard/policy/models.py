@@ -202,6 +202,10 @@ class GlobalPolicy(_Model):
     escalation: EscalationPolicy = EscalationPolicy()
     streaming: StreamingPolicy = StreamingPolicy()
     over_refusal_retry: OverRefusalRetry = OverRefusalRetry()
+    # Replies to requests judged benign that show no lexical sign of refusing are relayed
+    # as compliance without running the model (guard.classifier.cues): half the inference
+    # of a typical request, at the cost of the few over-refusals phrased without any cue.
+    cheap_reply_check: bool = True
     # Used when no category applies (escalation over several categories, forged history).
     refusals: tuple[Template, ...] = Field(min_length=2)
     reason: Text

@@ -171,9 +171,10 @@ def test_one_event_per_request_with_ids_decisions_scores_and_timings(
     completed = served.completed()
     assert sorted(completed) == sorted(served.request_ids), "one event per chat request"
     allowed, blocked, streamed, failed = (completed[i] for i in served.request_ids)
-    assert (allowed["decision"], blocked["decision"], streamed["decision"]) == (
-        "allow", "block", "allow",
-    )  # fmt: skip
+    # The real model judges prompts carrying random planted tags: a benign one may be
+    # flagged (forwarded all the same); what matters here is what the log says.
+    assert blocked["decision"] == "block"
+    assert {allowed["decision"], streamed["decision"]} <= {"allow", "flag"}
     assert blocked["category"] in HAZARDS
     assert streamed["stream"] is True
     assert failed["error"] == "bad_response"
