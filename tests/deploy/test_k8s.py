@@ -236,3 +236,18 @@ def test_a_config_map_update_reloads_the_policies(tmp_path: Path) -> None:
         metrics.registry.get_sample_value("guard_policy_reloads_total", {"result": "success"})
         == 1.0
     )
+
+
+def test_policies_config_map_is_the_shipped_policies() -> None:
+    """The ConfigMap is policies/ verbatim (less the editor's schema line): no drift."""
+    (config_map,) = [d for d in yaml.safe_load_all(POLICIES.read_text()) if d]
+    shipped = Path(__file__).resolve().parents[2] / "policies"
+    expected = {
+        path.name: "".join(
+            line
+            for line in path.read_text().splitlines(keepends=True)
+            if not line.startswith("# yaml-language-server:")
+        )
+        for path in sorted(shipped.glob("*.yaml"))
+    }
+    assert config_map["data"] == expected
