@@ -1,7 +1,7 @@
 """Classifier speed: ms per turn on one core, turns/s with batching on two cores.
 
     python3 benchmarks/classifier_speed.py --model-dir models \
-        --fp32 runs/m1_work/guard.fp32.onnx --out benchmarks/results/classifier_speed.json
+        --fp32 runs/guard.fp32.onnx --out benchmarks/results/classifier_speed.json
 
 Per-turn latency is the whole synchronous path the guard runs for one user turn
 (tokenize, window, onnxruntime, sigmoid, max over windows) with intra_op_threads=1,
