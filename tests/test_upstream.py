@@ -66,6 +66,22 @@ class Scripted:
         assert self.server is not None
         self.server.close()
 
+    @classmethod
+    def keep_alive(cls, response: bytes) -> Scripted:
+        """Records every request on a kept-alive connection and answers each with ``response``."""
+
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while True:
+                try:
+                    scripted.requests.append(await read_request(reader))
+                except asyncio.IncompleteReadError:
+                    return
+                writer.write(response)
+                await writer.drain()
+
+        scripted = cls(handler)
+        return scripted
+
 
 async def read_request(reader: asyncio.StreamReader) -> bytes:
     head = await reader.readuntil(b"\r\n\r\n")
@@ -144,16 +160,7 @@ async def test_reset_connection_raises_upstream_unavailable(make: Make) -> None:
 
 
 async def test_keep_alive_connections_are_reused(make: Make) -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            try:
-                scripted.requests.append(await read_request(reader))
-            except asyncio.IncompleteReadError:
-                return
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-a: 1\r\n\r\nhello")
-            await writer.drain()
-
-    scripted = Scripted(handler)
+    scripted = Scripted.keep_alive(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-a: 1\r\n\r\nhello")
     async with scripted as url:
         upstream = make(url)
         for _ in range(3):
@@ -288,17 +295,10 @@ async def test_request_carries_the_callers_headers_and_the_clients_framing(make:
 
 
 async def test_set_cookie_of_one_response_is_not_sent_on_the_next_request(make: Make) -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            try:
-                scripted.requests.append(await read_request(reader))
-            except asyncio.IncompleteReadError:
-                return
-            writer.write(b"HTTP/1.1 200 OK\r\nset-cookie: session=user-a-secret; Path=/\r\n"
-                         b"content-length: 2\r\n\r\nok")  # fmt: skip
-            await writer.drain()
-
-    scripted = Scripted(handler)
+    scripted = Scripted.keep_alive(
+        b"HTTP/1.1 200 OK\r\nset-cookie: session=user-a-secret; Path=/\r\n"
+        b"content-length: 2\r\n\r\nok"
+    )
     async with scripted as url:
         upstream = make(url)
         async with upstream.open("GET", b"/login", []) as reply:
