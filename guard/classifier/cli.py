@@ -28,7 +28,7 @@ from guard.classifier.predictor import Predictor
 from guard.classifier.session import load_model
 from guard.conversation import ROLES, Message, message_text
 from guard.errors import GuardError
-from guard.memory import ConversationMemory
+from guard.memory import ConversationJudgement, ConversationMemory
 from guard.memory.replay import replay
 from guard.policy.decide import category_of, request_decision, thresholds_for
 from guard.policy.loader import PolicySet, load_policies
@@ -103,6 +103,7 @@ def _records(
     with_reply = [item for item in items if item.reply is not None]
     replies = predictor.score_replies([ReplyInput(i.text, i.reply or "") for i in with_reply])
     reply_by_line = {item.line: score for item, score in zip(with_reply, replies, strict=True)}
+    judgement_by_line = _replay_histories([item for item in items if item.history], predictor)
     for item, score in zip(items, harm, strict=True):
         record: dict[str, Any] = {
             "line": item.line,
@@ -113,8 +114,8 @@ def _records(
         }
         if item.line in reply_by_line:
             record["refusal"] = reply_by_line[item.line].refusal.value
-        if item.history:
-            record["conversation"] = conversation_record(item, score, predictor)
+        if item.line in judgement_by_line:
+            record["conversation"] = conversation_record(judgement_by_line[item.line], score)
         yield record
 
 
@@ -134,15 +135,36 @@ class _PredictorScorer:
         return None
 
 
-def conversation_record(item: ScoreItem, turn: HarmScore, predictor: Predictor) -> dict[str, Any]:
+def _replay_histories(
+    items: Sequence[ScoreItem], predictor: Predictor
+) -> dict[int, ConversationJudgement]:
+    """Each item's history replayed through one in-memory conversation memory.
+
+    Every line is its own conversation (``line-N``), as the live guard would see it turn
+    by turn; one memory and one event loop serve the whole chunk.
+    """
+    if not items:
+        return {}
+
+    async def replay_all() -> dict[int, ConversationJudgement]:
+        memory = ConversationMemory.from_settings(MemorySettings(), _PredictorScorer(predictor))
+        try:
+            return {
+                item.line: await replay(memory, item.history, conversation_id=f"line-{item.line}")
+                for item in items
+            }
+        finally:
+            await memory.aclose()
+
+    return asyncio.run(replay_all())
+
+
+def conversation_record(judgement: ConversationJudgement, turn: HarmScore) -> dict[str, Any]:
     """The conversation-level judgement of the last user turn, as the live guard reaches it.
 
-    The history is replayed turn by turn through a fresh in-memory
-    :class:`ConversationMemory`; ``decision`` is what the engine would decide for the
-    request under the shipped policies (per-turn risk, split intent, escalation).
+    ``decision`` is what the engine would decide for the request under the shipped
+    policies (per-turn risk, split intent, escalation).
     """
-    memory = ConversationMemory.from_settings(MemorySettings(), _PredictorScorer(predictor))
-    judgement = asyncio.run(replay(memory, item.history, conversation_id=f"line-{item.line}"))
     policies = _shipped_policies()
     category = category_of(judgement, turn)
     would, reasons = request_decision(

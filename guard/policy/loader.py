@@ -68,6 +68,11 @@ class PolicySet:
             return Mode(policy.mode)
         return Mode(self.general.mode)
 
+    @property
+    def shadow(self) -> bool:
+        """True when no decision can alter traffic: every category is in observe mode."""
+        return all(self.mode_for(category) is Mode.OBSERVE for category in (None, *self.categories))
+
     def with_mode(self, mode: Mode | None) -> PolicySet:
         return replace(self, mode_override=mode)
 
