@@ -51,6 +51,8 @@ class HarmScore:
 
     risk: float
     categories: Mapping[str, float]
+    # True when the cascade's first stage cleared the text and the transformer never ran.
+    sieved: bool = False
 
     @property
     def category(self) -> str:

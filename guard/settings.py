@@ -69,6 +69,9 @@ class ClassifierSettings(_Section):
     max_batch: int = Field(16, ge=1)
     batch_wait_ms: float = Field(1.0, ge=0)
     timeout_s: float = Field(2.0, gt=0)
+    # The cascade's cheap first stage (models/sieve.onnx): clears plainly benign user
+    # turns without the transformer.  Off: every text goes to the transformer.
+    sieve: bool = True
 
 
 class MemorySettings(_Section):

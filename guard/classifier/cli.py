@@ -2,8 +2,10 @@
 
 Each input line is ``{"text": ...}`` or ``{"messages": [...]}`` (OpenAI chat format).
 Each output line holds ``risk``, ``category``, ``categories`` and ``decision`` (under
-the label map's default thresholds) for the user side - the text, or the last user
-message - and, when the last message is from the assistant, ``refusal`` for that reply.
+the label map's default thresholds) and ``sieved`` (the cascade's first stage cleared
+it without the transformer; ``--no-sieve`` sends everything to the transformer) for the
+user side - the text, or the last user message - and, when the last message is from
+the assistant, ``refusal`` for that reply.
 With more than one user turn, ``conversation`` holds the conversation-level judgement
 of the last one (risk, joint risk, trend, decision and reasons under the shipped
 policies), reached by replaying the history through the conversation memory.
@@ -61,6 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-dir", type=Path, default=SHIPPED_MODEL_DIR)
     parser.add_argument("--provider", choices=("cpu", "cuda", "auto"), default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
+    parser.add_argument(
+        "--no-sieve", action="store_true", help="skip the cascade's first stage (models/sieve.onnx)"
+    )
 
 
 def parse_line(number: int, line: str) -> ScoreItem:
@@ -111,6 +116,7 @@ def _records(
             "category": score.category,
             "categories": {name: round(p, 4) for name, p in score.categories.items()},
             "decision": labels.decision(score.risk),
+            "sieved": score.sieved,
         }
         if item.line in reply_by_line:
             record["refusal"] = reply_by_line[item.line].refusal.value
@@ -215,7 +221,12 @@ def score_lines(lines: Iterable[str], predictor: Predictor, out: IO[str]) -> Non
 
 def run(args: argparse.Namespace) -> int:
     try:
-        model = load_model(args.model_dir, provider=args.provider, intra_op_threads=args.threads)
+        model = load_model(
+            args.model_dir,
+            provider=args.provider,
+            intra_op_threads=args.threads,
+            sieve=not args.no_sieve,
+        )
     except GuardError as exc:
         print(f"guard score: {exc}", file=sys.stderr)
         return 2

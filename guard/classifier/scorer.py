@@ -151,6 +151,7 @@ class OnnxScorer:
             settings.model_dir,
             provider=settings.provider,
             intra_op_threads=settings.intra_op_threads,
+            sieve=settings.sieve,
         )
         log.info(
             "classifier_loaded",
@@ -158,6 +159,7 @@ class OnnxScorer:
             version=model.labels.model_version,
             sha256=model.labels.model_sha256[:12],
             providers=list(model.providers),
+            sieve=model.sieve.labels.model_sha256[:12] if model.sieve else None,
         )
         return cls(
             model,
@@ -186,7 +188,12 @@ class OnnxScorer:
     async def score_prompts(self, texts: Sequence[str]) -> list[HarmScore]:
         if not texts:
             return []
-        return await self._gather("prompt", self._prompts.submit(texts))
+        scores = await self._gather("prompt", self._prompts.submit(texts))
+        if self._metrics is not None and self.model.sieve is not None:
+            cleared = sum(score.sieved for score in scores)
+            self._metrics.sieve_texts.labels(outcome="cleared").inc(cleared)
+            self._metrics.sieve_texts.labels(outcome="forwarded").inc(len(scores) - cleared)
+        return scores
 
     async def score_replies(self, replies: Sequence[ReplyInput]) -> list[ReplyScore]:
         if not replies:

@@ -16,6 +16,7 @@ from tokenizers import Tokenizer
 
 from guard.classifier.encoding import Encoder
 from guard.classifier.labels import MODEL_FILE, TOKENIZER_FILE, Labels, load_labels
+from guard.classifier.sieve import SIEVE_FILE, Sieve, load_sieve_labels
 from guard.errors import ModelLoadError
 
 Provider = Literal["cpu", "cuda", "auto"]
@@ -31,6 +32,7 @@ class LoadedModel:
     labels: Labels
     model_path: Path
     providers: tuple[str, ...]
+    sieve: Sieve | None = None
 
 
 def resolve_providers(provider: Provider, available: list[str] | None = None) -> list[str]:
@@ -63,8 +65,13 @@ def load_model(
     provider: Provider = "cpu",
     intra_op_threads: int = 1,
     model_file: str = MODEL_FILE,
+    sieve: bool = False,
 ) -> LoadedModel:
-    """Label map, tokenizer and session from ``model_dir``; :class:`ModelLoadError` if unusable."""
+    """Label map, tokenizer and session from ``model_dir``; :class:`ModelLoadError` if unusable.
+
+    With ``sieve`` the cascade's first stage (:mod:`guard.classifier.sieve`) is loaded too
+    and must be present.
+    """
     labels = load_labels(model_dir)
     tokenizer_path = model_dir / TOKENIZER_FILE
     if not tokenizer_path.is_file():
@@ -74,22 +81,40 @@ def load_model(
     except Exception as exc:  # tokenizers raises a bare Exception on a bad file
         raise ModelLoadError(f"cannot load tokenizer {tokenizer_path}: {exc}") from exc
     model_path = model_dir / model_file
-    if not model_path.is_file():
-        raise ModelLoadError(f"model not found: {model_path}")
-    providers = resolve_providers(provider)
-    try:
-        session = ort.InferenceSession(
-            str(model_path), sess_options=session_options(intra_op_threads), providers=providers
-        )
-    except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
-        raise ModelLoadError(f"cannot load ONNX model {model_path}: {exc}") from exc
-    outputs = {output.name for output in session.get_outputs()}
-    if not {"harm", "refusal"} <= outputs:
-        raise ModelLoadError(f"model {model_path} lacks the 'harm'/'refusal' outputs")
+    session = open_session(model_path, provider, intra_op_threads, outputs=("harm", "refusal"))
     return LoadedModel(
         session=session,
         encoder=Encoder(tokenizer, labels.windowing),
         labels=labels,
         model_path=model_path,
         providers=tuple(session.get_providers()),
+        sieve=load_sieve(model_dir, provider=provider, intra_op_threads=intra_op_threads)
+        if sieve
+        else None,
     )
+
+
+def open_session(
+    path: Path, provider: Provider, intra_op_threads: int, *, outputs: tuple[str, ...]
+) -> ort.InferenceSession:
+    """An inference session for one ONNX file, checked to have ``outputs``."""
+    if not path.is_file():
+        raise ModelLoadError(f"model not found: {path}")
+    providers = resolve_providers(provider)
+    try:
+        session = ort.InferenceSession(
+            str(path), sess_options=session_options(intra_op_threads), providers=providers
+        )
+    except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
+        raise ModelLoadError(f"cannot load ONNX model {path}: {exc}") from exc
+    missing = set(outputs) - {output.name for output in session.get_outputs()}
+    if missing:
+        raise ModelLoadError(f"model {path} lacks the outputs {sorted(missing)}")
+    return session
+
+
+def load_sieve(model_dir: Path, *, provider: Provider = "cpu", intra_op_threads: int = 1) -> Sieve:
+    """The cascade's first stage from ``model_dir`` (sieve.json + sieve.onnx)."""
+    labels = load_sieve_labels(model_dir)
+    path = model_dir / SIEVE_FILE
+    return Sieve(open_session(path, provider, intra_op_threads, outputs=("harm",)), labels, path)

@@ -283,14 +283,17 @@ def _dedup(examples: Iterable[Example]) -> list[Example]:
     return kept
 
 
-def is_dev(example: Example, dev_fraction: float) -> bool:
+DEV_FRACTION = 0.1  # share of examples (by a hash of the text) held out for tuning
+
+
+def is_dev(example: Example, dev_fraction: float = DEV_FRACTION) -> bool:
     """Stable dev-split membership by a hash of the text (same text -> same side)."""
     digest = hashlib.sha256(example.text.encode("utf-8")).digest()
     return int.from_bytes(digest[:4], "big") / 2**32 < dev_fraction
 
 
 def load(
-    data_dir: Path, seed: int = 13, dev_fraction: float = 0.1
+    data_dir: Path, seed: int = 13, dev_fraction: float = DEV_FRACTION
 ) -> tuple[list[Example], list[Example]]:
     """(train, dev) examples from ``data_dir/train`` and guard/training/data/."""
     train_dir = data_dir / "train"

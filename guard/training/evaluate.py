@@ -22,6 +22,7 @@ import numpy as np
 
 from guard.classifier.predictor import Predictor
 from guard.classifier.session import load_model
+from guard.classifier.sieve import SIEVE_LABELS_FILE
 from guard.scoring import Refusal, ReplyInput
 
 csv.field_size_limit(10_000_000)
@@ -166,6 +167,32 @@ def evaluate_prompts(
     return results
 
 
+def evaluate_cascade(
+    cascade: Predictor, eval_dir: Path, flag: float, block: float
+) -> dict[str, object]:
+    """The prompt sets through sieve + transformer, as the guard serves them.
+
+    ``harmful_cleared``: harmful prompts the sieve let through without the transformer
+    (the cascade's recall cost); ``benign_cleared``: benign ones it spared the transformer.
+    """
+    results: dict[str, object] = {}
+    for name, (texts, truth) in prompt_sets(eval_dir).items():
+        started = time.perf_counter()
+        screened = cascade.harm_screened(texts)
+        risk = screened.probabilities[:, 0]
+        positive = truth.astype(bool)
+        results[name] = {
+            "at_flag": Binary.of(truth, risk >= flag).summary(),
+            "at_block": Binary.of(truth, risk >= block).summary(),
+            "harmful_cleared": int((screened.sieved & positive).sum()),
+            "harmful": int(positive.sum()),
+            "benign_cleared": int((screened.sieved & ~positive).sum()),
+            "benign": int((~positive).sum()),
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+    return results
+
+
 def xstest_completions(eval_dir: Path) -> list[dict[str, str]]:
     rows: list[dict[str, str]] = []
     for path in sorted(glob.glob(str(eval_dir / "xstest/model_completions/*.csv"))):
@@ -259,6 +286,22 @@ def markdown(results: dict[str, object]) -> str:
         lines.append(
             f"| {name} | {m['n']} | {m['f1']:.3f} | {m['fpr']:.3f} | {s['f1']:.3f} | {s['fpr']:.3f} |"  # noqa: E501
         )
+    cascade = results.get("cascade")
+    if isinstance(cascade, dict):
+        lines += [
+            "",
+            "| prompt set (sieve + model) | F1 @flag | recall @flag | FPR @flag | FPR @block "
+            "| harmful cleared by sieve | benign cleared by sieve |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, value in cascade.items():
+            f, b = value["at_flag"], value["at_block"]
+            harmful = f"{value['harmful_cleared']}/{value['harmful']}"
+            benign = f"{value['benign_cleared']}/{value['benign']}"
+            lines.append(
+                f"| {name} | {f['f1']:.3f} | {f['recall']:.3f} | {f['fpr']:.3f} "
+                f"| {b['fpr']:.3f} | {harmful} | {benign} |"
+            )
     return "\n".join(lines)
 
 
@@ -269,21 +312,43 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-file", default="guard.onnx", help="e.g. guard.fp32.onnx in runs/")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None, help="default: <model>/evaluation.json")
+    parser.add_argument(
+        "--only",
+        choices=("all", "cascade"),
+        default="all",
+        help="cascade: re-run only the sieve + model section, keep the rest of --json",
+    )
     args = parser.parse_args(argv)
     model = load_model(args.model, intra_op_threads=args.threads, model_file=args.model_file)
-    predictor = Predictor(model)
     thresholds = model.labels.thresholds
     eval_dir = args.data / "eval"
-    started = time.perf_counter()
-    results: dict[str, object] = {
-        "model_version": model.labels.model_version,
-        "model_file": args.model_file,
-        "thresholds": {"flag": thresholds.flag, "block": thresholds.block},
-        "prompts": evaluate_prompts(predictor, eval_dir, thresholds.flag, thresholds.block),
-        "replies": evaluate_replies(predictor, eval_dir),
-    }
-    results["seconds"] = round(time.perf_counter() - started, 1)
     out = args.json or args.model / "evaluation.json"
+    started = time.perf_counter()
+    results: dict[str, object]
+    if args.only == "cascade":
+        results = json.loads(out.read_text(encoding="utf-8"))
+    else:
+        predictor = Predictor(model)
+        results = {
+            "model_version": model.labels.model_version,
+            "model_file": args.model_file,
+            "thresholds": {"flag": thresholds.flag, "block": thresholds.block},
+            "prompts": evaluate_prompts(predictor, eval_dir, thresholds.flag, thresholds.block),
+            "replies": evaluate_replies(predictor, eval_dir),
+        }
+    if (args.model / SIEVE_LABELS_FILE).is_file():
+        served = load_model(
+            args.model, intra_op_threads=args.threads, model_file=args.model_file, sieve=True
+        )
+        assert served.sieve is not None
+        results["sieve"] = {
+            "sha256": served.sieve.labels.model_sha256,
+            "clear_below": served.sieve.labels.clear_below,
+        }
+        results["cascade"] = evaluate_cascade(
+            Predictor(served), eval_dir, thresholds.flag, thresholds.block
+        )
+    results["seconds"] = round(time.perf_counter() - started, 1)
     out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(markdown(results))
     print(json.dumps(results["replies"], indent=1))

@@ -94,10 +94,11 @@ async def test_concurrent_calls_are_batched_and_match_one_by_one(
     alone = [(await scorer.score_prompts([t]))[0] for t in texts]
     together = await asyncio.gather(*(scorer.score_prompts([t]) for t in texts))
     for single, (batched,) in zip(alone, together, strict=True):
-        # int8 dynamic quantization picks activation scales per run, so padding in a batch
-        # may move a probability slightly (by up to ~0.02 raw; calibration to the policy
-        # scale stretches that by up to 0.5 / flag threshold); decisions must not move.
-        assert batched.risk == pytest.approx(single.risk, abs=0.05)
+        # int8 dynamic quantization picks activation scales per run, so the other texts
+        # in a batch may move a probability (measured up to ~0.045 raw here, once the sieve
+        # has taken the plain texts out of the batch; calibration to the policy scale
+        # stretches that by up to 0.5 / flag threshold); decisions must not move.
+        assert batched.risk == pytest.approx(single.risk, abs=0.1)
         assert scorer.labels.decision(batched.risk) == scorer.labels.decision(single.risk)
     sizes = metrics.registry.get_sample_value("guard_classifier_batch_size_sum")
     count = metrics.registry.get_sample_value("guard_classifier_batch_size_count")
