@@ -67,7 +67,9 @@ class ClassifierSettings(_Section):
     intra_op_threads: int = Field(1, ge=0)  # 0 lets onnxruntime choose
     inference_threads: int = Field(2, ge=1)  # sessions run concurrently off the loop
     max_batch: int = Field(16, ge=1)
-    batch_wait_ms: float = Field(1.0, ge=0)
+    # Extra wait for companions before a run while a thread is free; batches form from
+    # load anyway (guard.classifier.scorer), so 0 keeps a lone request from waiting.
+    batch_wait_ms: float = Field(0.0, ge=0)
     timeout_s: float = Field(2.0, gt=0)
     # The cascade's cheap first stage (models/sieve.onnx): clears plainly benign user
     # turns without the transformer.  Off: every text goes to the transformer.

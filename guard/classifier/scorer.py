@@ -1,10 +1,12 @@
 """``OnnxScorer``: the shipped model behind the async :class:`guard.scoring.Scorer` API.
 
 Concurrent calls are micro-batched: a call's texts join a pending queue per stage
-(prompt / reply); the queue is flushed into one inference run when it holds
-``max_batch`` texts or ``batch_wait_ms`` after its first text arrived, whichever comes
-first.  Inference runs on a small thread pool, never on the event loop, and each call
-waits at most ``timeout_s``.
+(prompt / reply).  While an inference thread is free the queue is flushed at once (after
+``batch_wait_ms``, 0 by default: the texts submitted in the same event-loop turn go
+together), so a lone request never waits for company; while every thread is busy the
+queue grows and is flushed as one run when a thread frees up, or as soon as it holds
+``max_batch`` texts.  Load makes the batches, not a timer.  Inference runs on a small
+thread pool, never on the event loop, and each call waits at most ``timeout_s``.
 """
 
 from __future__ import annotations
@@ -45,11 +47,12 @@ class _Batcher(Generic[In, Out]):
     stage: str
     score: Callable[[list[In]], list[Out]]
     executor: ThreadPoolExecutor
+    workers: int
     max_batch: int
     wait_s: float
     metrics: GuardMetrics | None
     pending: list[_Pending[In, Out]] = field(default_factory=list)
-    timer: asyncio.TimerHandle | None = None
+    timer: asyncio.Handle | None = None
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def submit(self, items: Sequence[In]) -> list[asyncio.Future[Out]]:
@@ -60,23 +63,34 @@ class _Batcher(Generic[In, Out]):
             self.pending.append(_Pending(item, future))
             futures.append(future)
         while len(self.pending) >= self.max_batch:
-            self._flush_now(self.max_batch)
-        if self.pending and self.timer is None:
-            self.timer = loop.call_later(self.wait_s, self._flush_now, self.max_batch)
+            self._flush_now()
+        self._schedule()
         return futures
 
-    def _flush_now(self, limit: int) -> None:
+    def _schedule(self) -> None:
+        """Arrange a flush if texts wait and a thread is free (else a finishing run flushes)."""
+        if not self.pending or self.timer is not None or len(self.tasks) >= self.workers:
+            return
+        loop = asyncio.get_running_loop()
+        if self.wait_s > 0:
+            self.timer = loop.call_later(self.wait_s, self._flush_now)
+        else:
+            self.timer = loop.call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        taken, self.pending = self.pending[:limit], self.pending[limit:]
+        taken, self.pending = self.pending[: self.max_batch], self.pending[self.max_batch :]
         taken = [p for p in taken if not p.future.cancelled()]
         if taken:
             task = asyncio.get_running_loop().create_task(self._run(taken))
             self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-        if self.pending and self.timer is None:
-            self.timer = asyncio.get_running_loop().call_later(self.wait_s, self._flush_now, limit)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        self._schedule()
 
     async def _run(self, batch: list[_Pending[In, Out]]) -> None:
         loop = asyncio.get_running_loop()
@@ -122,7 +136,7 @@ class OnnxScorer:
         *,
         inference_threads: int = 2,
         max_batch: int = 16,
-        batch_wait_ms: float = 1.0,
+        batch_wait_ms: float = 0.0,
         timeout_s: float = 2.0,
         metrics: GuardMetrics | None = None,
     ) -> None:
@@ -134,10 +148,22 @@ class OnnxScorer:
         self._timeout_s = timeout_s
         wait_s = batch_wait_ms / 1000.0
         self._prompts: _Batcher[str, HarmScore] = _Batcher(
-            "prompt", self.predictor.score_prompts, self._executor, max_batch, wait_s, metrics
+            "prompt",
+            self.predictor.score_prompts,
+            self._executor,
+            inference_threads,
+            max_batch,
+            wait_s,
+            metrics,
         )
         self._replies: _Batcher[ReplyInput, ReplyScore] = _Batcher(
-            "reply", self.predictor.score_replies, self._executor, max_batch, wait_s, metrics
+            "reply",
+            self.predictor.score_replies,
+            self._executor,
+            inference_threads,
+            max_batch,
+            wait_s,
+            metrics,
         )
         self._metrics = metrics
         self._closed = False
