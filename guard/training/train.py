@@ -206,7 +206,11 @@ def tune_thresholds(
     risk = predictor.harm_probabilities([e.text for e in prompts])[:, 0]
     labels = np.array([bool(e.harmful) for e in prompts])
     grid = np.round(np.arange(0.05, 0.99, 0.005), 3)
-    best_f1, best_f1_at = max((_rates(risk, labels, float(t))[0], float(t)) for t in grid)
+    best_f1, best_f1_at = -1.0, 0.5
+    for threshold in grid:  # ties go to the lowest threshold, as in v2
+        f1 = _rates(risk, labels, float(threshold))[0]
+        if f1 > best_f1:
+            best_f1, best_f1_at = f1, float(threshold)
     seen: set[str] = set()
     hard_rows: list[int] = []
     for row, example in enumerate(prompts):
