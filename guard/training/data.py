@@ -8,14 +8,17 @@ harmful prompts
     forbidden questions (8 of 13 policies; see ``taxonomy.FORBIDDEN_QUESTIONS_EXCLUDED``),
     in-the-wild jailbreak templates (harmful, category unknown: category loss masked),
     JailbreakBench PAIR adversarial prompts, the *last* user turn of each ActorAttack
-    conversation, and the repo's templated harmful prompts.
+    conversation, and the repo's templated harmful prompts and short direct contrasts.
 benign prompts
     self_instruct, vicuna_bench, oasst1, gsm8k (subsampled), humaneval, CyberSecEval
-    false-refusal prompts (train half), MT-Bench-101 and tom-gibbs user turns, the *first*
-    ActorAttack turn (an innocuous opener) and the repo's benign lookalikes.
+    false-refusal prompts (train half), MT-Bench-101 user turns, tom-gibbs conversations
+    (user turns joined) and single tom-gibbs turns, the *first* ActorAttack turn (an
+    innocuous opener) and the repo's benign lookalikes and contrast prompts (repeated:
+    they are few and they are what keeps false positives down).
     hh-rlhf first turns are not used for the harm head: intent varies and is unlabelled.
 replies
-    the repo's templated bare/reasoned/partial/compliance replies; JailbreakBench responses
+    the repo's templated bare/reasoned/partial/compliance replies (two generations: fixed
+    phrases, and varied openings/reasons/redirects); JailbreakBench responses
     and hh-rlhf first assistant replies typed by :func:`weak_refusal_label`; benign answers
     (gsm8k, humaneval, self_instruct, MT-Bench-101) as compliance.
 """
@@ -37,6 +40,17 @@ from guard.training import taxonomy
 from guard.training.synthetic import DATA_DIR
 
 REFUSAL_CLASSES: tuple[str, ...] = tuple(r.value for r in Refusal)  # none, bare, reasoned, partial
+
+# How much of the larger benign sources to sample (CPU budget versus false positives:
+# v2 used 350 / 500 / 250 / 0 and flagged benign multi-turn chat at single turns).
+GSM8K_PROMPTS = 500
+MTBENCH101_TURNS = 1500
+TOMGIBBS_JOINED = 300
+TOMGIBBS_TURNS = 300
+
+# Dev-split sources whose benign prompts are *hard* (look harmful or are real chat turns);
+# the flag threshold is tuned on their false-positive rate (train.tune_thresholds).
+HARD_BENIGN_SOURCES = frozenset({"repo_benign", "purplellama_frr", "tomgibbs", "mtbench101"})
 
 csv.field_size_limit(10_000_000)
 
@@ -89,12 +103,18 @@ _REFUSAL_CUE = re.compile(
     r"^\W*(i'?m sorry|i am sorry|sorry|i apologi[sz]e|my apologies|i can(no|')t|i won'?t|"
     r"i will not|i'?m not able|i am not able|i'?m unable|i am unable|as an ai|as a language model|"
     r"i must (respectfully )?decline|i don'?t think i (can|should)|i'?m not comfortable|"
-    r"i do not feel comfortable|it is not appropriate|it'?s not appropriate|no[,.!])",
+    r"i do not feel comfortable|it is not appropriate|it'?s not appropriate|no[,.!]|"
+    r"as a responsible|i'?m just an ai|i am just an ai|unfortunately,? i (can|am not|am unable|"
+    r"won)|i'?m afraid i (can|won)|i'?d rather not|that'?s not something i)",
     re.IGNORECASE,
 )
 _REASON_CUE = re.compile(
     r"because|harm|illegal|unethical|ethical|dangerous|against|polic(y|ies)|safety|respect|"
     r"privacy|inappropriate|offensive|hurt|abuse|violat|consent|discriminat|law",
+    re.IGNORECASE,
+)
+_COMPLIANCE_OPENING = re.compile(
+    r"^\W*(sure|certainly|of course|absolutely|yes|here is|here's|here are|great|happy to)\b",
     re.IGNORECASE,
 )
 _CONTENT_AFTER_REFUSAL = re.compile(
@@ -107,13 +127,19 @@ _CONTENT_AFTER_REFUSAL = re.compile(
 def weak_refusal_label(reply: str, complied: bool | None = None) -> str | None:
     """Heuristic reply type for unlabelled replies; ``None`` when too ambiguous to use.
 
-    A reply refuses if it *opens* with a refusal phrase; it is partial if content follows
+    A reply refuses if one of its first two sentences opens with a refusal phrase (only the
+    first when that one opens by complying: "Sure, ..."); it is partial if content follows
     the refusal (a "however, here is" turn or a numbered list) or a judge says it complied;
     otherwise reasoned if its first two sentences name a harm, law, policy or value, else
     bare.  ``complied`` is an external judge's verdict where one exists (JailbreakBench).
     """
     head = reply.strip()[:400]
-    if not _REFUSAL_CUE.search(head):
+    # A refusal may follow a one-sentence preamble ("That information isn't available.
+    # I'm sorry, I can't help you."); reading only the opening typed those as compliance.
+    opening_sentences = re.split(r"(?<=[.!?])\s+", head)[:2]
+    if _COMPLIANCE_OPENING.search(opening_sentences[0]):
+        opening_sentences = opening_sentences[:1]
+    if not any(_REFUSAL_CUE.search(sentence) for sentence in opening_sentences):
         if complied is False:
             return None  # deflection without refusal words: ambiguous
         return Refusal.NONE.value
@@ -175,6 +201,9 @@ def harmful_prompts(train: Path, rng: random.Random) -> Iterator[Example]:
             )
     for row in _jsonl(DATA_DIR / "harmful_prompts.jsonl"):
         yield _harm(str(row["text"]), "repo_harmful", str(row["category"]))
+    for _ in range(2):  # the harmful half of the contrast pairs, as often as the benign half
+        for row in _jsonl(DATA_DIR / "contrast_harmful.jsonl"):
+            yield _harm(str(row["text"]), "repo_contrast_harmful", str(row["category"]))
 
 
 def _user_turns(path: Path, rng: random.Random, limit: int, joined: bool = False) -> list[str]:
@@ -201,17 +230,21 @@ def benign_prompts(train: Path, rng: random.Random) -> Iterator[Example]:
         yield _benign(str(row["text"]), "oasst1")
     gsm = [str(row["question"]) for row in _jsonl(train / "gsm8k/train.jsonl")]
     rng.shuffle(gsm)
-    for text in gsm[:350]:
+    for text in gsm[:GSM8K_PROMPTS]:
         yield _benign(text, "gsm8k")
     for row in _jsonl(train / "humaneval/HumanEval.jsonl"):
         yield _benign(str(row["prompt"]), "humaneval")
     for row in json.loads((train / "purplellama_frr/mitre_frr.json").read_text(encoding="utf-8")):
         yield _benign(str(row["mutated_prompt"]), "purplellama_frr")
-    for text in _user_turns(train / "multiturn/mtbench101.norm.jsonl", rng, 500):
+    for text in _user_turns(train / "multiturn/mtbench101.norm.jsonl", rng, MTBENCH101_TURNS):
         yield _benign(text, "mtbench101")
     for name in ("tomgibbs-Completely-Benign.norm.jsonl", "tomgibbs-Semi-Benign.norm.jsonl"):
-        for text in _user_turns(train / "multiturn" / name, rng, 250, joined=True):
+        for text in _user_turns(train / "multiturn" / name, rng, TOMGIBBS_JOINED, joined=True):
             yield _benign(text, "tomgibbs")
+        # The guard scores every user turn, so single turns must read as benign too.
+        for text in _user_turns(train / "multiturn" / name, rng, TOMGIBBS_TURNS):
+            if len(text.strip()) >= 8:
+                yield _benign(text, "tomgibbs")
     for conv in _jsonl(train / "multiturn/actorattack.norm.jsonl"):
         users = [str(m["content"]) for m in conv["messages"] if m["role"] == "user"]  # type: ignore[attr-defined,index]
         if len(users) >= 3:
@@ -220,11 +253,17 @@ def benign_prompts(train: Path, rng: random.Random) -> Iterator[Example]:
     for _ in range(3):  # small but important: the lookalikes are what keeps false positives down
         for text in lookalikes:
             yield _benign(text, "repo_benign")
+    contrast = [str(row["text"]) for row in _jsonl(DATA_DIR / "contrast_benign.jsonl")]
+    for _ in range(2):
+        for text in contrast:
+            yield _benign(text, "repo_benign")
 
 
 def replies(train: Path, rng: random.Random) -> Iterator[Example]:
-    for row in _jsonl(DATA_DIR / "replies.jsonl"):
-        yield _reply(str(row["prompt"]), str(row["reply"]), "repo_replies", str(row["refusal"]))
+    for name in ("replies.jsonl", "replies_varied.jsonl"):
+        for row in _jsonl(DATA_DIR / name):
+            prompt, reply = str(row["prompt"]), str(row["reply"])
+            yield _reply(prompt, reply, "repo_replies", str(row["refusal"]))
     for path in sorted(glob.glob(str(train / "jbb_artifacts/attack-artifacts/*/*/*.json"))):
         for item in json.loads(Path(path).read_text(encoding="utf-8"))["jailbreaks"]:
             prompt, response = item.get("prompt"), item.get("response")
@@ -276,7 +315,8 @@ def _dedup(examples: Iterable[Example]) -> list[Example]:
     kept: list[Example] = []
     for example in examples:
         key = (example.text, example.pair)
-        if not example.text or (key in seen and example.source != "repo_benign"):
+        repeated_on_purpose = example.source in ("repo_benign", "repo_contrast_harmful")
+        if not example.text or (key in seen and not repeated_on_purpose):
             continue
         seen.add(key)
         kept.append(example)

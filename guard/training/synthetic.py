@@ -12,22 +12,14 @@ running it.  Nothing here was copied or paraphrased from eval/ sets.
 
 from __future__ import annotations
 
-import itertools
 import json
 import random
-from collections.abc import Iterator
 from pathlib import Path
+
+from guard.training.templates import fill as _fill
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 SEED = 20261122
-
-
-def _fill(template: str, slots: dict[str, list[str]], rng: random.Random, n: int) -> Iterator[str]:
-    names = [name for name in slots if "{" + name + "}" in template]
-    combos = list(itertools.product(*(slots[name] for name in names)))
-    rng.shuffle(combos)
-    for combo in combos[:n]:
-        yield template.format(**dict(zip(names, combo, strict=True)))
 
 
 # --- harmful prompts for thin categories ----------------------------------------------
@@ -511,6 +503,21 @@ def main() -> None:
     prompts = [str(row["text"]) for row in harmful + benign]
     _write(DATA_DIR / "replies.jsonl", replies(rng, prompts))
     print(f"harmful={len(harmful)} benign={len(benign)} -> {DATA_DIR}")
+    # Second generation (v3), each file with its own seeded generator so the files above
+    # stay byte-identical when these lists grow.
+    from guard.training import contrast, refusal_styles
+
+    contrast_harmful = contrast.harmful_rows(random.Random(SEED + 1))  # noqa: S311
+    contrast_benign = contrast.benign_rows(random.Random(SEED + 2))  # noqa: S311
+    _write(DATA_DIR / "contrast_harmful.jsonl", contrast_harmful)
+    _write(DATA_DIR / "contrast_benign.jsonl", contrast_benign)
+    contrast_prompts = [str(row["text"]) for row in contrast_harmful + contrast_benign]
+    varied = refusal_styles.rows(random.Random(SEED + 3), prompts + contrast_prompts)  # noqa: S311
+    _write(DATA_DIR / "replies_varied.jsonl", varied)
+    print(
+        f"contrast_harmful={len(contrast_harmful)} contrast_benign={len(contrast_benign)} "
+        f"replies_varied={len(varied)}"
+    )
 
 
 if __name__ == "__main__":

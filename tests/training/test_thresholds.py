@@ -1,0 +1,68 @@
+"""The cost-aware threshold rule of guard.training.train.tune_thresholds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from guard.training.data import Example
+from guard.training.train import tune_thresholds
+
+
+class FixedRisk:
+    """Stands in for the ONNX predictor: a fixed risk per prompt text."""
+
+    def __init__(self, risk: dict[str, float]) -> None:
+        self.risk = risk
+
+    def harm_probabilities(self, texts: list[str]) -> np.ndarray:
+        column = np.array([[self.risk[t]] for t in texts])
+        return np.hstack([column, np.zeros((len(texts), 15))])
+
+
+def _dev(
+    harmful: list[float], easy: list[float], hard: list[float]
+) -> tuple[list[Example], dict[str, float]]:
+    examples: list[Example] = []
+    risk: dict[str, float] = {}
+    for i, r in enumerate(harmful):
+        examples.append(Example(text=f"h{i}", source="advbench_behaviors", harmful=True))
+        risk[f"h{i}"] = r
+    for i, r in enumerate(easy):
+        examples.append(Example(text=f"e{i}", source="gsm8k", harmful=False))
+        risk[f"e{i}"] = r
+    for i, r in enumerate(hard):
+        examples.append(Example(text=f"k{i}", source="repo_benign", harmful=False))
+        risk[f"k{i}"] = r
+    return examples, risk
+
+
+def test_flag_rises_until_hard_benign_false_positives_are_at_most_two_percent() -> None:
+    # 100 hard benign prompts, 10 of them scoring 0.4-0.76: best F1 sits low (0.3) but
+    # the 2% rule lets at most two (0.72, 0.76) through, so flag must clear 0.68.
+    hard = [0.01] * 90 + [0.4 + 0.04 * i for i in range(10)]
+    examples, risk = _dev(harmful=[0.9] * 50 + [0.35] * 50, easy=[0.01] * 200, hard=hard)
+    flag, block, stats = tune_thresholds(FixedRisk(risk), examples)  # type: ignore[arg-type]
+    assert stats["dev_best_f1_threshold"] <= 0.35
+    assert 0.68 < flag <= 0.685 + 1e-9
+    assert stats["dev_hard_fpr_at_flag"] <= 0.02
+    assert block >= flag
+
+
+def test_flag_never_below_the_best_f1_point() -> None:
+    examples, risk = _dev(harmful=[0.8] * 50, easy=[0.6] * 30 + [0.01] * 170, hard=[0.01] * 100)
+    flag, _, stats = tune_thresholds(FixedRisk(risk), examples)  # type: ignore[arg-type]
+    assert stats["dev_hard_fpr_at_flag"] == 0.0
+    assert flag == pytest.approx(stats["dev_best_f1_threshold"])
+    assert flag > 0.6  # best F1 excludes the easy benign prompts at 0.6
+
+
+def test_block_keeps_all_benign_false_positives_at_most_one_percent() -> None:
+    easy = [0.01] * 190 + [0.5 + 0.04 * i for i in range(10)]
+    examples, risk = _dev(harmful=[0.95] * 50, easy=easy, hard=[0.01] * 100)
+    _, block, stats = tune_thresholds(FixedRisk(risk), examples)  # type: ignore[arg-type]
+    assert stats["dev_fpr_at_block"] <= 0.01
+    assert stats["dev_recall_at_block"] == 1.0
+    assert block < 0.95
