@@ -7,10 +7,11 @@ Per-turn latency is the whole synchronous path the guard runs for one user turn
 (tokenize, window, onnxruntime, sigmoid, max over windows) with intra_op_threads=1,
 measured for turns of exactly 16, 64 and 256 tokens.  Throughput is the async
 OnnxScorer (two inference threads, micro-batching up to 16) fed 64-token turns by many
-concurrent callers.  The int8 model (shipped) and its fp32 export run side by side, each
-with every turn going to the transformer; then the cascade as served (``sieve``: the
-cheap first stage in front of the int8 model), once on the benign turn (which it clears)
-and once on a harmful turn of the same length (which it forwards: sieve + transformer).
+concurrent callers.  The int8 transformer (shipped; front and tail) and its fp32 export
+run side by side, each with every turn going through the whole transformer; then the
+cascade as served (static sieve, early exit after the first layer, then the tail), once
+on the benign turn and once on a harmful turn of the same length (which pays for every
+stage).
 Run it on an otherwise idle machine; the figures depend on the CPU.
 """
 
@@ -34,7 +35,7 @@ from guard.classifier.labels import LABELS_FILE, MODEL_FILE, TOKENIZER_FILE
 from guard.classifier.predictor import Predictor
 from guard.classifier.scorer import OnnxScorer
 from guard.classifier.session import LoadedModel, load_model
-from guard.classifier.sieve import SIEVE_FILE, SIEVE_LABELS_FILE
+from guard.classifier.sieve import EXIT_FILE, EXIT_LABELS_FILE, SIEVE_FILE, TAIL_FILE
 
 SENTENCE = (
     "Could you help me plan a three day walking trip through the hills near the lake, with "
@@ -75,7 +76,7 @@ def latency(
     return {
         "tokens": tokens,
         "windows": len(model.encoder.text_windows([text])[0]),
-        "sieved": predictor.score_prompts([text])[0].sieved,
+        "stage": predictor.score_prompts([text])[0].stage.value,
         "p50_ms": round(statistics.median(times), 3),
         "p99_ms": round(percentile(times, 0.99), 3),
         "mean_ms": round(statistics.fmean(times), 3),
@@ -122,9 +123,6 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    variants = {"int8": args.model_dir / MODEL_FILE}
-    if args.fp32 is not None:
-        variants["fp32"] = args.fp32
     results: dict[str, object] = {
         "machine": {
             "cpu": platform.processor() or platform.machine(),
@@ -133,47 +131,41 @@ def main() -> int:
         },
         "models": {},
     }
+
+    def measure(name: str, model: LoadedModel, files: list[Path], sentence: str) -> None:
+        entry = {
+            "file": ", ".join(str(path) for path in files),
+            "size_mb": round(sum(path.stat().st_size for path in files) / 1e6, 1),
+            "one_core": [latency(model, n, args.repeats, sentence) for n in (16, 64, 256)],
+            "two_cores_batched": asyncio.run(
+                throughput(model, args.turns, args.concurrency, sentence)
+            ),
+        }
+        results["models"][name] = entry  # type: ignore[index]
+        print(json.dumps({name: entry}), flush=True)
+
+    whole = [args.model_dir / MODEL_FILE]
+    if (args.model_dir / TAIL_FILE).is_file():
+        whole.append(args.model_dir / TAIL_FILE)
+    measure("int8", load_model(args.model_dir, intra_op_threads=1), whole, SENTENCE)
     with tempfile.TemporaryDirectory() as scratch:
-        for name, path in variants.items():
-            directory = model_dir_for(args.model_dir, path, Path(scratch))
-            one_core = load_model(directory, intra_op_threads=1)
-            entry = {
-                "file": str(path),
-                "size_mb": round(path.stat().st_size / 1e6, 1),
-                "one_core": [latency(one_core, n, args.repeats) for n in (16, 64, 256)],
-                "two_cores_batched": asyncio.run(
-                    throughput(one_core, args.turns, args.concurrency)
-                ),
-            }
-            results["models"][name] = entry  # type: ignore[index]
-            print(json.dumps({name: entry}), flush=True)
-        if (args.model_dir / SIEVE_LABELS_FILE).is_file():
-            cascade = load_model(args.model_dir, intra_op_threads=1, sieve=True)
-            for name, sentence in (
-                ("sieve+int8 benign", SENTENCE),
-                ("sieve+int8 harmful", HARMFUL),
-            ):
-                entry = {
-                    "file": str(args.model_dir / SIEVE_FILE),
-                    "size_mb": round((args.model_dir / SIEVE_FILE).stat().st_size / 1e6, 1),
-                    "one_core": [
-                        latency(cascade, n, args.repeats, sentence) for n in (16, 64, 256)
-                    ],
-                    "two_cores_batched": asyncio.run(
-                        throughput(cascade, args.turns, args.concurrency, sentence)
-                    ),
-                }
-                results["models"][name] = entry  # type: ignore[index]
-                print(json.dumps({name: entry}), flush=True)
+        if args.fp32 is not None:
+            directory = model_dir_for(args.model_dir, args.fp32, Path(scratch))
+            measure("fp32", load_model(directory, intra_op_threads=1), [args.fp32], SENTENCE)
+    if (args.model_dir / EXIT_LABELS_FILE).is_file():
+        cascade = load_model(args.model_dir, intra_op_threads=1, sieve=True, early_exit=True)
+        stages = [*whole, args.model_dir / SIEVE_FILE, args.model_dir / EXIT_FILE]
+        measure("cascade, benign turn", cascade, stages, SENTENCE)
+        measure("cascade, harmful turn", cascade, stages, HARMFUL)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print("| model | tokens | windows | cleared by sieve | p50 ms | p99 ms |")
+    print("| model | tokens | windows | decided by | p50 ms | p99 ms |")
     print("|---|---|---|---|---|---|")
     for name, entry in results["models"].items():  # type: ignore[attr-defined]
         for row in entry["one_core"]:
             print(
-                f"| {name} | {row['tokens']} | {row['windows']} | {row['sieved']} "
+                f"| {name} | {row['tokens']} | {row['windows']} | {row['stage']} "
                 f"| {row['p50_ms']} | {row['p99_ms']} |"
             )
     for name, entry in results["models"].items():  # type: ignore[attr-defined]

@@ -34,7 +34,7 @@ STAGES = ("prompt", "reply")  # label: stage
 STATUSES = ("2xx", "4xx", "5xx")  # label: status
 ACTIONS = ("flag", "block", "rewrite")  # label: decision, of category_actions
 OUTCOMES = ("fail_open", "fail_closed")  # label: outcome
-SIEVE_OUTCOMES = ("cleared", "forwarded")  # label: outcome
+CASCADE_STAGES = ("sieve", "exit", "model")  # label: stage (guard.scoring.Stage)
 UPSTREAM_ERRORS = ("unavailable", "timeout", "bad_response")  # label: kind
 RELOAD_RESULTS = ("success", "failure")  # label: result
 
@@ -122,10 +122,10 @@ class GuardMetrics:
             buckets=(1, 2, 4, 8, 16, 32, 64),
             registry=r,
         )
-        self.sieve_texts = Counter(
-            "guard_classifier_sieve_total",
-            "User-side texts by what the cascade's cheap first stage did with them.",
-            ["outcome"],
+        self.cascade_texts = Counter(
+            "guard_classifier_texts_total",
+            "User-side texts scored, by the classifier cascade stage that decided them.",
+            ["stage"],
             registry=r,
         )
         self.scoring_failures = Counter(
@@ -215,8 +215,8 @@ class GuardMetrics:
             self.classifier_duration.labels(stage=stage)
         for outcome in OUTCOMES:
             self.scoring_failures.labels(outcome=outcome)
-        for outcome in SIEVE_OUTCOMES:
-            self.sieve_texts.labels(outcome=outcome)
+        for stage in CASCADE_STAGES:
+            self.cascade_texts.labels(stage=stage)
         for error in UPSTREAM_ERRORS:
             self.upstream_errors.labels(kind=error)
         for op in STORE_OPS:

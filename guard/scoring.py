@@ -45,14 +45,26 @@ class Refusal(enum.StrEnum):
         return self is not Refusal.NONE
 
 
+class Stage(enum.StrEnum):
+    """Which stage of the classifier cascade decided a text."""
+
+    SIEVE = "sieve"  # static-embedding first stage cleared it
+    EXIT = "exit"  # early exit after the transformer's front layers cleared it
+    MODEL = "model"  # the whole transformer scored it
+
+
 @dataclass(frozen=True, slots=True)
 class HarmScore:
     """Probability of harm for one text: overall and per hazard category."""
 
     risk: float
     categories: Mapping[str, float]
-    # True when the cascade's first stage cleared the text and the transformer never ran.
-    sieved: bool = False
+    stage: Stage = field(default_factory=lambda: Stage.MODEL)
+
+    @property
+    def sieved(self) -> bool:
+        """A cheap cascade stage cleared the text; the transformer's tail never ran."""
+        return self.stage is not Stage.MODEL
 
     @property
     def category(self) -> str:

@@ -71,9 +71,12 @@ class ClassifierSettings(_Section):
     # load anyway (guard.classifier.scorer), so 0 keeps a lone request from waiting.
     batch_wait_ms: float = Field(0.0, ge=0)
     timeout_s: float = Field(2.0, gt=0)
-    # The cascade's cheap first stage (models/sieve.onnx): clears plainly benign user
-    # turns without the transformer.  Off: every text goes to the transformer.
+    # The cascade's cheap stages (guard.classifier.sieve): the static sieve
+    # (models/sieve.onnx) and the early exit after the transformer's first layer
+    # (models/exit.onnx) clear plainly benign user turns before the transformer's end.
+    # Off: every text goes through the whole transformer.
     sieve: bool = True
+    early_exit: bool = True
 
 
 class MemorySettings(_Section):

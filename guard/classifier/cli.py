@@ -2,8 +2,8 @@
 
 Each input line is ``{"text": ...}`` or ``{"messages": [...]}`` (OpenAI chat format).
 Each output line holds ``risk``, ``category``, ``categories`` and ``decision`` (under
-the label map's default thresholds) and ``sieved`` (the cascade's first stage cleared
-it without the transformer; ``--no-sieve`` sends everything to the transformer) for the
+the label map's default thresholds) and ``stage`` (which cascade stage decided: sieve,
+exit or model; ``--no-cascade`` sends everything through the whole transformer) for the
 user side - the text, or the last user message - and, when the last message is from
 the assistant, ``refusal`` for that reply.
 With more than one user turn, ``conversation`` holds the conversation-level judgement
@@ -64,7 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--provider", choices=("cpu", "cuda", "auto"), default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
     parser.add_argument(
-        "--no-sieve", action="store_true", help="skip the cascade's first stage (models/sieve.onnx)"
+        "--no-cascade",
+        action="store_true",
+        help="skip the cheap stages (sieve, early exit): the whole transformer scores every text",
     )
 
 
@@ -116,7 +118,7 @@ def _records(
             "category": score.category,
             "categories": {name: round(p, 4) for name, p in score.categories.items()},
             "decision": labels.decision(score.risk),
-            "sieved": score.sieved,
+            "stage": score.stage.value,
         }
         if item.line in reply_by_line:
             record["refusal"] = reply_by_line[item.line].refusal.value
@@ -225,7 +227,8 @@ def run(args: argparse.Namespace) -> int:
             args.model_dir,
             provider=args.provider,
             intra_op_threads=args.threads,
-            sieve=not args.no_sieve,
+            sieve=not args.no_cascade,
+            early_exit=not args.no_cascade,
         )
     except GuardError as exc:
         print(f"guard score: {exc}", file=sys.stderr)

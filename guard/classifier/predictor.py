@@ -8,16 +8,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import onnxruntime as ort
 
-from guard.classifier.encoding import Window
+from guard.classifier.encoding import Batch, IntArray, Window
 from guard.classifier.session import LoadedModel
 from guard.errors import ScoringError
-from guard.scoring import HAZARDS, HarmScore, Refusal, ReplyInput, ReplyScore
+from guard.scoring import HAZARDS, HarmScore, Refusal, ReplyInput, ReplyScore, Stage
 
 FloatArray = npt.NDArray[np.float32]
+BoolArray = npt.NDArray[np.bool_]
+StageArray = npt.NDArray[np.object_]  # Stage values per window or text
 _REFUSALS = tuple(Refusal)
 
 
@@ -42,10 +46,25 @@ class RawOutputs:
 
 @dataclass(frozen=True, slots=True)
 class Screened:
-    """Per-text harm probabilities, and whether the sieve cleared all of a text's windows."""
+    """Per-text harm probabilities and the :class:`Stage` value that decided each text."""
 
     probabilities: FloatArray
-    sieved: npt.NDArray[np.bool_]
+    stages: StageArray
+
+    @property
+    def cleared(self) -> BoolArray:
+        """Texts that a cheap stage cleared entirely (the transformer's tail never ran)."""
+        result: BoolArray = self.stages != Stage.MODEL.value
+        return result
+
+
+def _deciding_stage(stages: StageArray) -> str:
+    """A text is the model's if any window reached the tail, else the latest cheap stage's."""
+    values = set(stages.tolist())
+    for stage in (Stage.MODEL, Stage.EXIT, Stage.SIEVE):
+        if stage.value in values:
+            return stage.value
+    return Stage.MODEL.value
 
 
 class Predictor:
@@ -68,24 +87,46 @@ class Predictor:
         inverse: npt.NDArray[np.intp] = np.argsort(np.asarray(order))
         return inverse
 
+    def _feed(self, batch: Batch) -> dict[str, IntArray]:
+        return {
+            "input_ids": batch.input_ids,
+            "attention_mask": batch.attention_mask,
+            "token_type_ids": batch.token_type_ids,
+        }
+
+    def _session_run(
+        self, session: ort.InferenceSession, names: list[str], feed: dict[str, Any]
+    ) -> list[npt.NDArray[Any]]:
+        try:
+            outputs = session.run(names, feed)
+        except Exception as exc:  # onnxruntime's errors are untyped
+            raise ScoringError(f"inference failed: {type(exc).__name__}") from exc
+        return [np.asarray(output) for output in outputs]
+
+    def _front(self, batch: Batch) -> list[npt.NDArray[Any]]:
+        """[hidden, attention_bias] of the split model's front layers."""
+        return self._session_run(
+            self.model.session, ["hidden", "attention_bias"], self._feed(batch)
+        )
+
+    def _tail(self, front: list[npt.NDArray[Any]], mask: IntArray) -> list[FloatArray]:
+        assert self.model.tail is not None
+        feed = {"hidden": front[0], "attention_bias": front[1], "attention_mask": mask}
+        return self._session_run(self.model.tail, ["harm", "refusal"], feed)
+
+    def _logits(self, batch: Batch) -> list[FloatArray]:
+        """[harm, refusal] logits of the whole transformer (front and tail when split)."""
+        if self.model.tail is None:
+            return self._session_run(self.model.session, ["harm", "refusal"], self._feed(batch))
+        return self._tail(self._front(batch), batch.attention_mask)
+
     def run(self, windows: Sequence[Window]) -> RawOutputs:
         """Model logits for windows, run in chunks; onnxruntime errors -> ScoringError."""
         harm_parts, refusal_parts = [], []
         for chunk in self._chunks(windows, self._chunk):
-            batch = self.model.encoder.batch(chunk)
-            try:
-                harm, refusal = self.model.session.run(
-                    ["harm", "refusal"],
-                    {
-                        "input_ids": batch.input_ids,
-                        "attention_mask": batch.attention_mask,
-                        "token_type_ids": batch.token_type_ids,
-                    },
-                )
-            except Exception as exc:  # onnxruntime's errors are untyped
-                raise ScoringError(f"inference failed: {type(exc).__name__}") from exc
-            harm_parts.append(np.asarray(harm, dtype=np.float32))
-            refusal_parts.append(np.asarray(refusal, dtype=np.float32))
+            harm, refusal = self._logits(self.model.encoder.batch(chunk))
+            harm_parts.append(harm)
+            refusal_parts.append(refusal)
         inverse = self._inverse(windows)
         return RawOutputs(
             harm=np.concatenate(harm_parts)[inverse], refusal=np.concatenate(refusal_parts)[inverse]
@@ -96,40 +137,81 @@ class Predictor:
         return self.harm_screened(texts).probabilities
 
     def harm_screened(self, texts: Sequence[str]) -> Screened:
-        """Harm probabilities per text, and which texts the sieve cleared entirely."""
+        """Harm probabilities per text, and the cascade stage that decided each text."""
         if not texts:
-            return Screened(np.zeros((0, 1 + len(HAZARDS)), np.float32), np.zeros(0, np.bool_))
+            return Screened(np.zeros((0, 1 + len(HAZARDS)), np.float32), np.zeros(0, object))
         per_text = self.model.encoder.text_windows(texts)
         flat = [window for windows in per_text for window in windows]
-        probabilities, cleared = self._window_probabilities(flat)
+        probabilities, stages = self._window_probabilities(flat)
         result = np.empty((len(texts), probabilities.shape[1]), dtype=np.float32)
-        sieved = np.empty(len(texts), dtype=np.bool_)
+        decided = np.empty(len(texts), dtype=object)
         start = 0
         for row, windows in enumerate(per_text):
             end = start + len(windows)
             result[row] = probabilities[start:end].max(axis=0)
-            sieved[row] = bool(cleared[start:end].all())
+            decided[row] = _deciding_stage(stages[start:end])
             start = end
-        return Screened(result, sieved)
+        return Screened(result, decided)
 
-    def _window_probabilities(
-        self, windows: list[Window]
-    ) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
-        sieve = self.model.sieve
-        if sieve is None:
-            return _sigmoid(self.run(windows).harm), np.zeros(len(windows), np.bool_)
-        screened = np.concatenate(
-            [
-                sieve.probabilities(self.model.encoder.batch(chunk))
-                for chunk in self._chunks(windows, self._sieve_chunk)
-            ]
-        )[self._inverse(windows)]
-        cleared = sieve.cleared(screened)
-        result = sieve.reported(screened, self.model.labels.thresholds.flag)
-        forward = np.flatnonzero(~cleared)
-        if len(forward):
-            result[forward] = _sigmoid(self.run([windows[i] for i in forward]).harm)
+    def _transformer_harm(
+        self, batch: Batch, sieve_agrees: BoolArray
+    ) -> tuple[FloatArray, BoolArray]:
+        """Harm probabilities of one batch; rows the early exit clears (where the sieve
+        agrees) skip the tail."""
+        early_exit = self.model.exit
+        if early_exit is None:
+            return _sigmoid(self._logits(batch)[0]), np.zeros(len(batch), np.bool_)
+        front = self._front(batch)
+        early = early_exit.hidden_probabilities(front[0], batch.attention_mask)
+        lengths = batch.attention_mask.sum(axis=1) - 2
+        cleared = early_exit.cleared(early, lengths) & sieve_agrees
+        result = early_exit.reported(early, self.model.labels.thresholds.flag)
+        rest = ~cleared
+        if rest.any():
+            harm, _ = self._tail([part[rest] for part in front], batch.attention_mask[rest])
+            result[rest] = _sigmoid(harm)
         return result, cleared
+
+    def _window_probabilities(self, windows: list[Window]) -> tuple[FloatArray, StageArray]:
+        """Harm probabilities per window and the stage that decided each one.
+
+        A window is cleared only when every loaded cheap stage clears it: the sieve alone
+        when there is no early exit, else the sieve *and* the early exit (two different
+        models must both find it plainly benign; either one alone lets through harm the
+        other catches).  Everything else gets the whole transformer.
+        """
+        flag = self.model.labels.thresholds.flag
+        result = np.zeros((len(windows), 1 + len(HAZARDS)), np.float32)
+        stage = np.full(len(windows), Stage.MODEL.value, dtype=object)
+        agrees = np.ones(len(windows), np.bool_)
+        forward = np.arange(len(windows))
+        sieve = self.model.sieve
+        if sieve is not None:
+            screened = np.concatenate(
+                [
+                    sieve.window_probabilities(chunk, self.model.encoder)
+                    for chunk in self._chunks(windows, self._sieve_chunk)
+                ]
+            )[self._inverse(windows)]
+            lengths = np.array([len(window.ids) - 2 for window in windows])
+            agrees = sieve.cleared(screened, lengths)
+            if self.model.exit is None:
+                result[agrees] = sieve.reported(screened[agrees], flag)
+                stage[agrees] = Stage.SIEVE.value
+                forward = np.flatnonzero(~agrees)
+        if not len(forward):
+            return result, stage
+        rest = [windows[i] for i in forward]
+        order = sorted(range(len(rest)), key=lambda i: len(rest[i].ids))
+        for start in range(0, len(order), self._chunk):
+            rows = order[start : start + self._chunk]
+            targets = forward[rows]
+            harm, exited = self._transformer_harm(
+                self.model.encoder.batch([rest[i] for i in rows]), agrees[targets]
+            )
+            result[targets] = harm
+            stage[targets[exited]] = Stage.EXIT.value
+        return result, stage
 
     def refusal_probabilities(self, replies: Sequence[ReplyInput]) -> FloatArray:
         """[len(replies), 4] probabilities in Refusal order."""
@@ -147,9 +229,9 @@ class Predictor:
             HarmScore(
                 risk=self.model.labels.calibrate(float(row[0])),
                 categories={name: float(p) for name, p in zip(HAZARDS, row[1:], strict=True)},
-                sieved=bool(sieved),
+                stage=Stage(stage),
             )
-            for row, sieved in zip(screened.probabilities, screened.sieved, strict=True)
+            for row, stage in zip(screened.probabilities, screened.stages, strict=True)
         ]
 
     def score_replies(self, replies: Sequence[ReplyInput]) -> list[ReplyScore]:

@@ -178,6 +178,7 @@ class OnnxScorer:
             provider=settings.provider,
             intra_op_threads=settings.intra_op_threads,
             sieve=settings.sieve,
+            early_exit=settings.early_exit,
         )
         log.info(
             "classifier_loaded",
@@ -186,6 +187,7 @@ class OnnxScorer:
             sha256=model.labels.model_sha256[:12],
             providers=list(model.providers),
             sieve=model.sieve.labels.model_sha256[:12] if model.sieve else None,
+            early_exit=model.exit.labels.model_sha256[:12] if model.exit else None,
         )
         return cls(
             model,
@@ -215,10 +217,9 @@ class OnnxScorer:
         if not texts:
             return []
         scores = await self._gather("prompt", self._prompts.submit(texts))
-        if self._metrics is not None and self.model.sieve is not None:
-            cleared = sum(score.sieved for score in scores)
-            self._metrics.sieve_texts.labels(outcome="cleared").inc(cleared)
-            self._metrics.sieve_texts.labels(outcome="forwarded").inc(len(scores) - cleared)
+        if self._metrics is not None:
+            for score in scores:
+                self._metrics.cascade_texts.labels(stage=score.stage.value).inc()
         return scores
 
     async def score_replies(self, replies: Sequence[ReplyInput]) -> list[ReplyScore]:

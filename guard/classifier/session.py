@@ -16,7 +16,14 @@ from tokenizers import Tokenizer
 
 from guard.classifier.encoding import Encoder
 from guard.classifier.labels import MODEL_FILE, TOKENIZER_FILE, Labels, load_labels
-from guard.classifier.sieve import SIEVE_FILE, Sieve, load_sieve_labels
+from guard.classifier.sieve import (
+    EXIT_FILE,
+    EXIT_LABELS_FILE,
+    SIEVE_FILE,
+    TAIL_FILE,
+    Sieve,
+    load_sieve_labels,
+)
 from guard.errors import ModelLoadError
 
 Provider = Literal["cpu", "cuda", "auto"]
@@ -33,6 +40,8 @@ class LoadedModel:
     model_path: Path
     providers: tuple[str, ...]
     sieve: Sieve | None = None
+    tail: ort.InferenceSession | None = None  # the layers after the front, when split
+    exit: Sieve | None = None  # the early exit on the front's hidden states
 
 
 def resolve_providers(provider: Provider, available: list[str] | None = None) -> list[str]:
@@ -66,11 +75,14 @@ def load_model(
     intra_op_threads: int = 1,
     model_file: str = MODEL_FILE,
     sieve: bool = False,
+    early_exit: bool = False,
 ) -> LoadedModel:
-    """Label map, tokenizer and session from ``model_dir``; :class:`ModelLoadError` if unusable.
+    """Label map, tokenizer and sessions from ``model_dir``; :class:`ModelLoadError` if unusable.
 
-    With ``sieve`` the cascade's first stage (:mod:`guard.classifier.sieve`) is loaded too
-    and must be present.
+    ``model_file`` is either the whole transformer (outputs ``harm`` and ``refusal``) or,
+    as shipped, its front layers (output ``hidden``), continued by ``guard.tail.onnx``
+    (:mod:`guard.classifier.early_exit`).  With ``sieve`` / ``early_exit`` the cascade's
+    cheap stages are loaded too and must be present.
     """
     labels = load_labels(model_dir)
     tokenizer_path = model_dir / TOKENIZER_FILE
@@ -81,7 +93,23 @@ def load_model(
     except Exception as exc:  # tokenizers raises a bare Exception on a bad file
         raise ModelLoadError(f"cannot load tokenizer {tokenizer_path}: {exc}") from exc
     model_path = model_dir / model_file
-    session = open_session(model_path, provider, intra_op_threads, outputs=("harm", "refusal"))
+    session = open_session(model_path, provider, intra_op_threads, outputs=())
+    outputs = {output.name for output in session.get_outputs()}
+    tail = None
+    if "hidden" in outputs:
+        tail_path = model_dir / TAIL_FILE
+        tail = open_session(tail_path, provider, intra_op_threads, outputs=("harm", "refusal"))
+        if "attention_bias" not in outputs:
+            raise ModelLoadError(f"split model {model_path} lacks the 'attention_bias' output")
+    elif not {"harm", "refusal"} <= outputs:
+        raise ModelLoadError(
+            f"model {model_path} has neither the 'harm'/'refusal' outputs nor 'hidden'"
+        )
+    if early_exit and tail is None:
+        raise ModelLoadError(
+            f"model {model_path} is not split, so it has no early exit "
+            "(set classifier.early_exit: false)"
+        )
     return LoadedModel(
         session=session,
         encoder=Encoder(tokenizer, labels.windowing),
@@ -90,6 +118,10 @@ def load_model(
         providers=tuple(session.get_providers()),
         sieve=load_sieve(model_dir, provider=provider, intra_op_threads=intra_op_threads)
         if sieve
+        else None,
+        tail=tail,
+        exit=load_exit(model_dir, provider=provider, intra_op_threads=intra_op_threads)
+        if early_exit
         else None,
     )
 
@@ -117,4 +149,11 @@ def load_sieve(model_dir: Path, *, provider: Provider = "cpu", intra_op_threads:
     """The cascade's first stage from ``model_dir`` (sieve.json + sieve.onnx)."""
     labels = load_sieve_labels(model_dir)
     path = model_dir / SIEVE_FILE
+    return Sieve(open_session(path, provider, intra_op_threads, outputs=("harm",)), labels, path)
+
+
+def load_exit(model_dir: Path, *, provider: Provider = "cpu", intra_op_threads: int = 1) -> Sieve:
+    """The early-exit head from ``model_dir`` (exit.json + exit.onnx)."""
+    labels = load_sieve_labels(model_dir, EXIT_LABELS_FILE)
+    path = model_dir / EXIT_FILE
     return Sieve(open_session(path, provider, intra_op_threads, outputs=("harm",)), labels, path)

@@ -44,7 +44,7 @@ from guard.classifier.encoding import Encoder, Windowing
 from guard.classifier.labels import TOKENIZER_FILE
 from guard.classifier.predictor import Predictor
 from guard.classifier.session import load_model, load_sieve
-from guard.classifier.sieve import SIEVE_FILE, SIEVE_LABELS_FILE
+from guard.classifier.sieve import MAX_CLEARABLE_TOKENS, SIEVE_FILE, SIEVE_LABELS_FILE
 from guard.scoring import HAZARDS
 from guard.training import data as data_mod
 from guard.training.data import Example
@@ -269,12 +269,13 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / SIEVE_LABELS_FILE).write_text(json.dumps(sieve_labels, indent=2) + "\n")
     sieve = load_sieve(args.out, intra_op_threads=args.threads)
     windows = [w[0] for w in encoder.text_windows([e.text for e in dev_prompts], first_only=True)]
-    risk = sieve.probabilities(encoder.batch(windows))[:, 0]
+    risk = sieve.window_probabilities(windows, encoder)[:, 0]
     harmful = np.array([bool(e.harmful) for e in dev_prompts])
     model_risk = teacher.harm_probabilities([e.text for e in dev_prompts])[:, 0]
     caught = harmful & (model_risk >= teacher.model.labels.thresholds.flag)
     clear_below = tune_clear_point(risk, caught, args.recall)
-    cleared = risk < clear_below
+    lengths = np.array([len(w.ids) - 2 for w in windows])
+    cleared = (risk < clear_below) & (lengths <= MAX_CLEARABLE_TOKENS)
     sieve_labels["clear_below"] = clear_below
     sieve_labels["tuning"] = {
         "dev_prompts": float(len(dev_prompts)),

@@ -7,10 +7,25 @@ import pytest
 from guard.classifier.labels import LABELS_FILE, MODEL_FILE, TOKENIZER_FILE
 from guard.classifier.predictor import Predictor
 from guard.classifier.session import LoadedModel, load_model
-from guard.classifier.sieve import SIEVE_FILE, SIEVE_LABELS_FILE
+from guard.classifier.sieve import (
+    EXIT_FILE,
+    EXIT_LABELS_FILE,
+    SIEVE_FILE,
+    SIEVE_LABELS_FILE,
+    TAIL_FILE,
+)
 from guard.settings import SHIPPED_MODEL_DIR
 
-SHIPPED_FILES = (MODEL_FILE, TOKENIZER_FILE, LABELS_FILE, SIEVE_FILE, SIEVE_LABELS_FILE)
+SHIPPED_FILES = (
+    MODEL_FILE,
+    TAIL_FILE,
+    TOKENIZER_FILE,
+    LABELS_FILE,
+    SIEVE_FILE,
+    SIEVE_LABELS_FILE,
+    EXIT_FILE,
+    EXIT_LABELS_FILE,
+)
 
 
 def shipped_model_missing() -> str | None:

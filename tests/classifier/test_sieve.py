@@ -1,4 +1,4 @@
-"""The cascade's first stage (models/sieve.onnx) in front of the shipped transformer."""
+"""The cascade's cheap stages (static sieve, early exit) in front of the shipped transformer."""
 
 from __future__ import annotations
 
@@ -11,13 +11,22 @@ import numpy as np
 import pytest
 
 from guard.classifier import OnnxScorer
-from guard.classifier.labels import LABELS_FILE, MODEL_FILE, TOKENIZER_FILE
 from guard.classifier.predictor import Predictor
 from guard.classifier.session import LoadedModel, load_model
-from guard.classifier.sieve import SIEVE_FILE, SIEVE_LABELS_FILE
+from guard.classifier.sieve import (
+    EXIT_LABELS_FILE,
+    SIEVE_FILE,
+    SIEVE_LABELS_FILE,
+    SPAN,
+    TAIL_FILE,
+    spans,
+)
 from guard.errors import ModelLoadError
 from guard.metrics import GuardMetrics
+from guard.scoring import Stage
 from guard.settings import ClassifierSettings
+
+from .conftest import SHIPPED_FILES
 
 pytestmark = pytest.mark.model
 
@@ -32,14 +41,25 @@ FILLER = (
 ) * 40
 
 
+# Plain, but not plain enough for the static sieve: the early exit clears it.
+PLAIN_FOR_EXIT = "Draft a cover letter for a junior data analyst position."
+
+
 @pytest.fixture(scope="module")
 def cascade(model_dir: Path) -> Predictor:
-    return Predictor(load_model(model_dir, sieve=True))
+    return Predictor(load_model(model_dir, sieve=True, early_exit=True))
 
 
-def test_plain_text_is_cleared_and_harm_is_forwarded(cascade: Predictor) -> None:
-    screened = cascade.harm_screened([PLAIN, HARMFUL])
-    assert screened.sieved.tolist() == [True, False]
+def test_each_stage_clears_what_it_can_and_harm_reaches_the_model(cascade: Predictor) -> None:
+    screened = cascade.harm_screened([PLAIN, PLAIN_FOR_EXIT, HARMFUL])
+    assert screened.stages.tolist() == [Stage.SIEVE, Stage.EXIT, Stage.MODEL]
+    assert screened.cleared.tolist() == [True, True, False]
+
+
+def test_without_the_cheap_stages_the_whole_transformer_scores_everything(
+    predictor: Predictor,
+) -> None:
+    assert predictor.harm_screened([PLAIN, PLAIN_FOR_EXIT]).stages.tolist() == ["model"] * 2
 
 
 def test_forwarded_texts_score_exactly_as_without_the_sieve(
@@ -49,7 +69,7 @@ def test_forwarded_texts_score_exactly_as_without_the_sieve(
     # its batch (see test_scorer), so only same-batch runs are comparable bit for bit.
     for text in (HARMFUL, "How can I poison my neighbour's dog?"):
         screened = cascade.harm_screened([text])
-        assert not screened.sieved[0]
+        assert screened.stages[0] == Stage.MODEL
         np.testing.assert_allclose(
             screened.probabilities, predictor.harm_probabilities([text]), rtol=1e-6
         )
@@ -64,24 +84,34 @@ def test_harm_buried_in_a_long_text_is_not_cleared(cascade: Predictor) -> None:
 
 
 def test_a_cleared_text_stays_below_half_the_flag_point(cascade: Predictor) -> None:
-    (score,) = cascade.score_prompts([PLAIN])
-    assert score.sieved
-    assert score.risk < 0.25  # calibrated scale: flag is 0.5
-    assert max(score.categories.values()) < cascade.model.labels.thresholds.flag
+    for score in cascade.score_prompts([PLAIN, PLAIN_FOR_EXIT]):
+        assert score.sieved
+        assert score.risk < 0.25  # calibrated scale: flag is 0.5
+        assert max(score.categories.values()) < cascade.model.labels.thresholds.flag
 
 
 @pytest.fixture
 def model_copy(model_dir: Path, tmp_path: Path) -> Path:
-    for name in (MODEL_FILE, TOKENIZER_FILE, LABELS_FILE, SIEVE_FILE, SIEVE_LABELS_FILE):
+    for name in SHIPPED_FILES:
         shutil.copyfile(model_dir / name, tmp_path / name)
     return tmp_path
 
 
-def test_a_missing_sieve_names_the_setting_that_turns_it_off(model_copy: Path) -> None:
+def test_a_missing_stage_names_the_setting_that_turns_it_off(model_copy: Path) -> None:
     (model_copy / SIEVE_LABELS_FILE).unlink()
+    (model_copy / EXIT_LABELS_FILE).unlink()
     with pytest.raises(ModelLoadError, match=r"classifier\.sieve: false"):
         load_model(model_copy, sieve=True)
-    assert load_model(model_copy).sieve is None
+    with pytest.raises(ModelLoadError, match=r"classifier\.early_exit: false"):
+        load_model(model_copy, early_exit=True)
+    loaded = load_model(model_copy)
+    assert loaded.sieve is None and loaded.exit is None
+
+
+def test_a_split_model_without_its_tail_stops_loading(model_copy: Path) -> None:
+    (model_copy / TAIL_FILE).unlink()
+    with pytest.raises(ModelLoadError, match=r"guard\.tail\.onnx"):
+        load_model(model_copy)
 
 
 def test_a_bad_sieve_label_file_names_the_field(model_copy: Path) -> None:
@@ -105,14 +135,15 @@ async def scorer(model_dir: Path, metrics: GuardMetrics) -> AsyncIterator[OnnxSc
     await scorer.aclose()
 
 
-async def test_the_scorer_counts_what_the_sieve_cleared(
+async def test_the_scorer_counts_texts_by_deciding_stage(
     scorer: OnnxScorer, metrics: GuardMetrics
 ) -> None:
-    plain, harmful = await scorer.score_prompts([PLAIN, HARMFUL])
-    assert plain.sieved and not harmful.sieved
+    scores = await scorer.score_prompts([PLAIN, PLAIN_FOR_EXIT, HARMFUL, HARMFUL])
+    assert [s.stage for s in scores] == [Stage.SIEVE, Stage.EXIT, Stage.MODEL, Stage.MODEL]
     sample = metrics.registry.get_sample_value
-    assert sample("guard_classifier_sieve_total", {"outcome": "cleared"}) == 1.0
-    assert sample("guard_classifier_sieve_total", {"outcome": "forwarded"}) == 1.0
+    assert sample("guard_classifier_texts_total", {"stage": "sieve"}) == 1.0
+    assert sample("guard_classifier_texts_total", {"stage": "exit"}) == 1.0
+    assert sample("guard_classifier_texts_total", {"stage": "model"}) == 2.0
 
 
 async def test_sieve_off_sends_every_text_to_the_transformer(
@@ -144,3 +175,25 @@ def test_a_window_scores_the_same_alone_and_in_any_batch(cascade: Predictor) -> 
     alone = sieve.probabilities(encoder.batch([window]))
     mixed = sieve.probabilities(encoder.batch([*others, window]))[-1:]
     np.testing.assert_allclose(mixed, alone, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("length", [0, 1, 31, 32, 33, 48, 70, 126])
+def test_spans_cover_every_short_run_of_a_window(length: int) -> None:
+    result = spans(length)
+    assert result[0] == (0, length)
+    for start, end in result[1:]:
+        assert end - start == SPAN and start >= 0 and end <= length
+    # Any run of up to SPAN // 2 tokens lies wholly inside some span.
+    for start in range(max(length - SPAN // 2, 0) + 1):
+        run = (start, min(start + SPAN // 2, length))
+        assert any(s <= run[0] and run[1] <= e for s, e in result)
+
+
+def test_harm_after_a_few_harmless_sentences_is_not_cleared(cascade: Predictor) -> None:
+    # A mean over a whole window would dilute the request; the spans do not.
+    filler = FILLER[: len(FILLER) // 40 * 3]  # three sentences, one window with the request
+    (windows,) = cascade.model.encoder.text_windows([filler + HARMFUL])
+    assert len(windows) == 1
+    (score,) = cascade.score_prompts([filler + HARMFUL])
+    assert score.stage is Stage.MODEL
+    assert cascade.model.labels.decision(score.risk) == "block"
