@@ -22,7 +22,7 @@ import numpy as np
 
 from guard.classifier.predictor import Predictor
 from guard.classifier.session import load_model
-from guard.classifier.sieve import SIEVE_LABELS_FILE
+from guard.classifier.sieve import EXIT_LABELS_FILE, SIEVE_LABELS_FILE
 from guard.scoring import Refusal, ReplyInput
 
 csv.field_size_limit(10_000_000)
@@ -170,10 +170,10 @@ def evaluate_prompts(
 def evaluate_cascade(
     cascade: Predictor, eval_dir: Path, flag: float, block: float
 ) -> dict[str, object]:
-    """The prompt sets through sieve + transformer, as the guard serves them.
+    """The prompt sets through the cascade (sieve, early exit, tail) as the guard serves them.
 
-    ``harmful_cleared``: harmful prompts the sieve let through without the transformer
-    (the cascade's recall cost); ``benign_cleared``: benign ones it spared the transformer.
+    ``harmful_cleared``: harmful prompts the cheap stages let through without the whole
+    transformer (the cascade's recall cost); ``benign_cleared``: benign ones they spared it.
     """
     results: dict[str, object] = {}
     for name, (texts, truth) in prompt_sets(eval_dir).items():
@@ -184,9 +184,9 @@ def evaluate_cascade(
         results[name] = {
             "at_flag": Binary.of(truth, risk >= flag).summary(),
             "at_block": Binary.of(truth, risk >= block).summary(),
-            "harmful_cleared": int((screened.sieved & positive).sum()),
+            "harmful_cleared": int((screened.cleared & positive).sum()),
             "harmful": int(positive.sum()),
-            "benign_cleared": int((screened.sieved & ~positive).sum()),
+            "benign_cleared": int((screened.cleared & ~positive).sum()),
             "benign": int((~positive).sum()),
             "seconds": round(time.perf_counter() - started, 1),
         }
@@ -290,8 +290,8 @@ def markdown(results: dict[str, object]) -> str:
     if isinstance(cascade, dict):
         lines += [
             "",
-            "| prompt set (sieve + model) | F1 @flag | recall @flag | FPR @flag | FPR @block "
-            "| harmful cleared by sieve | benign cleared by sieve |",
+            "| prompt set (cascade as served) | F1 @flag | recall @flag | FPR @flag | FPR @block "
+            "| harmful cleared by the cheap stages | benign cleared |",
             "|---|---|---|---|---|---|---|",
         ]
         for name, value in cascade.items():
@@ -338,13 +338,23 @@ def main(argv: list[str] | None = None) -> int:
         }
     if (args.model / SIEVE_LABELS_FILE).is_file():
         served = load_model(
-            args.model, intra_op_threads=args.threads, model_file=args.model_file, sieve=True
+            args.model,
+            intra_op_threads=args.threads,
+            model_file=args.model_file,
+            sieve=True,
+            early_exit=(args.model / EXIT_LABELS_FILE).is_file(),
         )
         assert served.sieve is not None
         results["sieve"] = {
             "sha256": served.sieve.labels.model_sha256,
             "clear_below": served.sieve.labels.clear_below,
         }
+        if served.exit is not None:
+            results["early_exit"] = {
+                "sha256": served.exit.labels.model_sha256,
+                "clear_below": served.exit.labels.clear_below,
+                "layer": served.exit.labels.layer,
+            }
         results["cascade"] = evaluate_cascade(
             Predictor(served), eval_dir, thresholds.flag, thresholds.block
         )

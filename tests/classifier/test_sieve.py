@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from collections.abc import AsyncIterator
@@ -15,10 +16,12 @@ from guard.classifier.predictor import Predictor
 from guard.classifier.session import LoadedModel, load_model
 from guard.classifier.sieve import (
     EXIT_LABELS_FILE,
+    MAX_CLEARABLE_TOKENS,
     SIEVE_FILE,
     SIEVE_LABELS_FILE,
     SPAN,
     TAIL_FILE,
+    Sieve,
     spans,
 )
 from guard.errors import ModelLoadError
@@ -41,25 +44,40 @@ FILLER = (
 ) * 40
 
 
-# Plain, but not plain enough for the static sieve: the early exit clears it.
-PLAIN_FOR_EXIT = "Draft a cover letter for a junior data analyst position."
-
-
 @pytest.fixture(scope="module")
 def cascade(model_dir: Path) -> Predictor:
     return Predictor(load_model(model_dir, sieve=True, early_exit=True))
 
 
-def test_each_stage_clears_what_it_can_and_harm_reaches_the_model(cascade: Predictor) -> None:
-    screened = cascade.harm_screened([PLAIN, PLAIN_FOR_EXIT, HARMFUL])
-    assert screened.stages.tolist() == [Stage.SIEVE, Stage.EXIT, Stage.MODEL]
-    assert screened.cleared.tolist() == [True, True, False]
+def test_plain_text_is_cleared_at_the_early_exit_and_harm_reaches_the_model(
+    cascade: Predictor,
+) -> None:
+    screened = cascade.harm_screened([PLAIN, HARMFUL])
+    assert screened.stages.tolist() == [Stage.EXIT, Stage.MODEL]
+    assert screened.cleared.tolist() == [True, False]
+
+
+def test_the_sieve_alone_clears_when_there_is_no_early_exit(model_dir: Path) -> None:
+    sieve_only = Predictor(load_model(model_dir, sieve=True))
+    assert sieve_only.harm_screened([PLAIN, HARMFUL]).stages.tolist() == [
+        Stage.SIEVE,
+        Stage.MODEL,
+    ]
+
+
+def test_the_early_exit_clears_only_what_the_sieve_also_clears(cascade: Predictor) -> None:
+    # A sieve that never agrees: the early exit, which would clear PLAIN, must not.
+    assert cascade.model.sieve is not None
+    labels = cascade.model.sieve.labels.model_copy(update={"clear_below": 0.0})
+    strict = Sieve(cascade.model.sieve.session, labels, cascade.model.sieve.path)
+    vetoed = Predictor(dataclasses.replace(cascade.model, sieve=strict))
+    assert vetoed.harm_screened([PLAIN]).stages.tolist() == [Stage.MODEL]
 
 
 def test_without_the_cheap_stages_the_whole_transformer_scores_everything(
     predictor: Predictor,
 ) -> None:
-    assert predictor.harm_screened([PLAIN, PLAIN_FOR_EXIT]).stages.tolist() == ["model"] * 2
+    assert predictor.harm_screened([PLAIN, HARMFUL]).stages.tolist() == ["model"] * 2
 
 
 def test_forwarded_texts_score_exactly_as_without_the_sieve(
@@ -84,7 +102,7 @@ def test_harm_buried_in_a_long_text_is_not_cleared(cascade: Predictor) -> None:
 
 
 def test_a_cleared_text_stays_below_half_the_flag_point(cascade: Predictor) -> None:
-    for score in cascade.score_prompts([PLAIN, PLAIN_FOR_EXIT]):
+    for score in cascade.score_prompts([PLAIN]):
         assert score.sieved
         assert score.risk < 0.25  # calibrated scale: flag is 0.5
         assert max(score.categories.values()) < cascade.model.labels.thresholds.flag
@@ -138,27 +156,27 @@ async def scorer(model_dir: Path, metrics: GuardMetrics) -> AsyncIterator[OnnxSc
 async def test_the_scorer_counts_texts_by_deciding_stage(
     scorer: OnnxScorer, metrics: GuardMetrics
 ) -> None:
-    scores = await scorer.score_prompts([PLAIN, PLAIN_FOR_EXIT, HARMFUL, HARMFUL])
-    assert [s.stage for s in scores] == [Stage.SIEVE, Stage.EXIT, Stage.MODEL, Stage.MODEL]
+    scores = await scorer.score_prompts([PLAIN, HARMFUL, HARMFUL])
+    assert [s.stage for s in scores] == [Stage.EXIT, Stage.MODEL, Stage.MODEL]
     sample = metrics.registry.get_sample_value
-    assert sample("guard_classifier_texts_total", {"stage": "sieve"}) == 1.0
+    assert sample("guard_classifier_texts_total", {"stage": "sieve"}) == 0.0
     assert sample("guard_classifier_texts_total", {"stage": "exit"}) == 1.0
     assert sample("guard_classifier_texts_total", {"stage": "model"}) == 2.0
 
 
-async def test_sieve_off_sends_every_text_to_the_transformer(
+async def test_cascade_off_sends_every_text_through_the_whole_transformer(
     model_dir: Path, metrics: GuardMetrics
 ) -> None:
-    scorer = OnnxScorer.from_settings(ClassifierSettings(model_dir=model_dir, sieve=False), metrics)
+    settings = ClassifierSettings(model_dir=model_dir, sieve=False, early_exit=False)
+    scorer = OnnxScorer.from_settings(settings, metrics)
     try:
-        (plain,) = await scorer.score_prompts([PLAIN])
+        plain, poem = await scorer.score_prompts([PLAIN, "Write a poem about autumn."])
     finally:
         await scorer.aclose()
-    assert scorer.model.sieve is None and not plain.sieved
-    assert (
-        metrics.registry.get_sample_value("guard_classifier_sieve_total", {"outcome": "cleared"})
-        == 0.0
-    )
+    assert scorer.model.sieve is None and scorer.model.exit is None
+    assert plain.stage is Stage.MODEL and poem.stage is Stage.MODEL
+    sample = metrics.registry.get_sample_value
+    assert sample("guard_classifier_texts_total", {"stage": "model"}) == 2.0
 
 
 def test_the_shipped_model_folder_fits_in_25_mb(loaded_model: LoadedModel) -> None:
@@ -172,8 +190,8 @@ def test_a_window_scores_the_same_alone_and_in_any_batch(cascade: Predictor) -> 
     assert sieve is not None
     (window,) = encoder.text_windows([PLAIN])[0]
     others = [w for ws in encoder.text_windows([FILLER, HARMFUL, "hi"]) for w in ws]
-    alone = sieve.probabilities(encoder.batch([window]))
-    mixed = sieve.probabilities(encoder.batch([*others, window]))[-1:]
+    alone = sieve.window_probabilities([window], encoder)
+    mixed = sieve.window_probabilities([*others, window], encoder)[-1:]
     np.testing.assert_allclose(mixed, alone, rtol=1e-6, atol=1e-7)
 
 
@@ -189,11 +207,18 @@ def test_spans_cover_every_short_run_of_a_window(length: int) -> None:
         assert any(s <= run[0] and run[1] <= e for s, e in result)
 
 
-def test_harm_after_a_few_harmless_sentences_is_not_cleared(cascade: Predictor) -> None:
-    # A mean over a whole window would dilute the request; the spans do not.
-    filler = FILLER[: len(FILLER) // 40 * 3]  # three sentences, one window with the request
-    (windows,) = cascade.model.encoder.text_windows([filler + HARMFUL])
-    assert len(windows) == 1
-    (score,) = cascade.score_prompts([filler + HARMFUL])
+def test_harm_after_harmless_sentences_is_not_cleared(cascade: Predictor) -> None:
+    # Short enough to be clearable, so the stages themselves must see the request.
+    text = FILLER[: len(FILLER) // 40] + HARMFUL
+    (windows,) = cascade.model.encoder.text_windows([text])
+    assert len(windows) == 1 and len(windows[0].ids) - 2 <= MAX_CLEARABLE_TOKENS
+    (score,) = cascade.score_prompts([text])
     assert score.stage is Stage.MODEL
     assert cascade.model.labels.decision(score.risk) == "block"
+
+
+def test_a_window_longer_than_the_cap_always_gets_the_transformer(cascade: Predictor) -> None:
+    long_plain = " ".join([PLAIN] * 3)
+    (windows,) = cascade.model.encoder.text_windows([long_plain])
+    assert len(windows[0].ids) - 2 > MAX_CLEARABLE_TOKENS
+    assert cascade.harm_screened([long_plain]).stages.tolist() == [Stage.MODEL]
