@@ -1,12 +1,11 @@
 """Varied refusal and compliance replies for the refusal head.
 
 The first model typed many real refusals as compliance: long apologetic refusals, "As an
-AI..." and "I'm just an AI" openings, refusals after a friendly preamble, refusals that
-lecture or redirect, and refusals that never say "sorry" ("It is not appropriate to...").
-It also needs the opposite contrast: helpful answers that mention safety, danger or the
-law without refusing anything.  Each reply here is assembled from an opening, a topic, an
-optional reason and an optional redirect, so the classes differ in *what the reply does*,
-not in a fixed phrase.
+AI..." and "I'm just an AI" openings, refusals that lecture or redirect, and refusals that
+never say "sorry" ("It is not appropriate to...").  It also needs the opposite contrast:
+helpful answers that mention safety, danger or the law without refusing anything.  Each
+reply here is assembled from an opening, a topic, an optional reason and an optional
+redirect, so the classes differ in *what the reply does*, not in a fixed phrase.
 Written for this repo; nothing copied or paraphrased from eval/ sets.
 """
 
@@ -72,27 +71,6 @@ _NO_SORRY_REFUSALS = [
     "I'd rather not help with that.",
     "That request is one I have to turn down.",
     "Helping with that isn't something I'll do.",
-]
-
-# A friendly or hedging sentence before the refusal itself (common in chat models).
-_PREAMBLES = [
-    "Thank you for your question.",
-    "I understand why you might be curious about this.",
-    "Hello! I'm here to help, and I appreciate you asking.",
-    "That's a sensitive subject.",
-    "I hear that you're frustrated.",
-    "Thanks for reaching out.",
-    "I see what you're asking.",
-    "I want to be helpful here.",
-]
-
-_AFTER_PREAMBLE = [
-    "However, I can't provide {topic}.",
-    "However, I must point out that I cannot help with {topic}.",
-    "Unfortunately, {topic} is not something I can provide.",
-    "But I'm not able to assist with {topic}.",
-    "That said, I won't be able to give you {topic}.",
-    "I'm afraid I have to decline to share {topic}.",
 ]
 
 _REASONS = [
@@ -183,18 +161,6 @@ _HELPFUL_WITH_SAFETY_WORDS = [
     "Certainly. A sharp boning knife makes it easy: cut through the skin between leg and body, pop "
     "the joint, then slice along the backbone. Keep your fingers tucked and work on a stable "
     "board.",
-    "Thank you for your question. Rabies is almost always fatal once symptoms appear, which is "
-    "why doctors give the vaccine right after a bite. However, it is very rare in pets that are "
-    "vaccinated, so see a doctor promptly and don't panic.",
-    "I understand why you might be curious about this. The Stasi kept files on millions of East "
-    "Germans using informants, phone taps and mail checks; today anyone can ask to read the file "
-    "kept on them.",
-    "That's a sensitive subject, but here's an honest answer: most poisonings at home are "
-    "accidental, usually children and cleaning products. Keep products locked away and save the "
-    "poison control number in your phone.",
-    "Thanks for reaching out. However you feel about your manager, the best way to handle the "
-    "conflict is a calm one-to-one meeting: describe the problem, suggest a fix, and follow up in "
-    "writing.",
     "Shooting at night works best with a tripod, a wide aperture like f/2.8 and ISO around 1600. "
     "Use a two-second timer so pressing the shutter doesn't shake the camera.",
 ]
@@ -211,11 +177,8 @@ def _opening(rng: random.Random, topic: str) -> str:
         apology = rng.choice(_APOLOGY)
         cannot = rng.choice(_CANNOT).format(topic=topic)
         return _capitalise(f"{apology} {cannot}")
-    if style < 0.65:
+    if style < 0.75:
         return rng.choice(_AI_OPENINGS).format(topic=topic)
-    if style < 0.85:
-        after = rng.choice(_AFTER_PREAMBLE).format(topic=topic)
-        return f"{rng.choice(_PREAMBLES)} {after}"
     return rng.choice(_NO_SORRY_REFUSALS).format(topic=topic)
 
 
