@@ -107,6 +107,35 @@ def prompt_rows(evaluation: dict[str, Any] | None) -> list[str]:
     return rows
 
 
+def cascade_rows(evaluation: dict[str, Any] | None) -> list[str]:
+    """The prompt sets as served: cheap stages (sieve + early exit) in front of the model."""
+    cascade = (evaluation or {}).get("cascade")
+    if not cascade:
+        return []
+    rows = [
+        "#### Prompt harm as served: the cascade (same command)",
+        "",
+        "The cheap stages may clear a short text only when both agree; what they cleared is "
+        "never seen by the transformer's tail. Cleared counts show what the cascade spared "
+        "the transformer and what it cost.",
+        "",
+        "| set | F1 @flag | recall @flag | FPR @flag | FPR @block | harmful cleared "
+        "| benign cleared |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, value in cascade.items():
+        f, b = value["at_flag"], value["at_block"]
+        f1 = _num(f["f1"]) if value["harmful"] else "-"
+        recall = _num(f["recall"]) if value["harmful"] else "-"
+        rows.append(
+            f"| {name} | {f1} | {recall} | {_pct(f['fpr']) if value['benign'] else '-'} "
+            f"| {_pct(b['fpr']) if value['benign'] else '-'} "
+            f"| {value['harmful_cleared']}/{value['harmful']} "
+            f"| {value['benign_cleared']}/{value['benign']} |"
+        )
+    return [*rows, ""]
+
+
 def reply_rows(evaluation: dict[str, Any] | None) -> list[str]:
     replies = (evaluation or {}).get("replies", {})
     rows = []
@@ -219,6 +248,7 @@ def render(
         "|---|---:|---:|---:|---:|---:|---|---|",
         *prompt_rows(evaluation),
         "",
+        *cascade_rows(evaluation),
         "#### Refusal detection on replies (same command; refusal = full or partial)",
         "",
         "| set | n | model F1 | model FPR | keyword (string match) F1 | keyword FPR "

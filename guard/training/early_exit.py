@@ -3,6 +3,10 @@
     python3 -m guard.training.early_exit --data /work/shared/datasets --model models/ \
         --fp32 runs/guard.fp32.onnx
 
+Without ``--fp32`` the model folder must already be split (as shipped): its front and
+tail stay as they are and only the exit head is trained again, e.g. after the training
+data changed.
+
 The transformer's fp32 export is cut in two at ``--layer``: ``guard.onnx`` (embeddings
 and the first layers; outputs ``hidden`` and the expanded ``attention_bias``) and
 ``guard.tail.onnx`` (the remaining layers and both heads, from those and the attention
@@ -206,7 +210,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="datasets folder (holds train/)")
     parser.add_argument("--model", type=Path, default=Path("models"), help="shipped model dir")
-    parser.add_argument("--fp32", type=Path, required=True, help="the whole model's fp32 export")
+    parser.add_argument(
+        "--fp32",
+        type=Path,
+        default=None,
+        help="the whole model's fp32 export, to split; without it --model must be split already",
+    )
     parser.add_argument("--work", type=Path, default=Path("runs/early_exit"))
     parser.add_argument("--layer", type=int, default=1)
     parser.add_argument("--recall", type=float, default=0.995)
@@ -218,15 +227,25 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     started = time.monotonic()
 
-    # The teacher: the whole model as shipped before the split.
+    # The teacher: the transformer alone (whole, or front then tail), no cheap stages.
     whole = load_model(args.model, intra_op_threads=args.threads)
-    if whole.tail is not None:
-        raise SystemExit(f"{args.model} is already split; pass a folder with the whole model")
     teacher = Predictor(whole)
-    front_fp32, tail_fp32 = split(args.fp32, args.layer, args.work)
+    args.work.mkdir(parents=True, exist_ok=True)
     front_int8, tail_int8 = args.work / MODEL_FILE, args.work / TAIL_FILE
-    quantize_dynamic(str(front_fp32), str(front_int8), weight_type=QuantType.QInt8)
-    quantize_dynamic(str(tail_fp32), str(tail_int8), weight_type=QuantType.QInt8)
+    if args.fp32 is not None:
+        if whole.tail is not None:
+            raise SystemExit(f"{args.model} is already split; leave out --fp32 to keep it so")
+        front_fp32, tail_fp32 = split(args.fp32, args.layer, args.work)
+        quantize_dynamic(str(front_fp32), str(front_int8), weight_type=QuantType.QInt8)
+        quantize_dynamic(str(tail_fp32), str(tail_int8), weight_type=QuantType.QInt8)
+    elif whole.tail is None:
+        raise SystemExit(f"{args.model} holds the whole model; pass its --fp32 export to split it")
+    else:
+        previous = args.model / EXIT_LABELS_FILE
+        if previous.is_file():  # the cut stays where it was made
+            args.layer = int(json.loads(previous.read_text(encoding="utf-8"))["layer"])
+        shutil.copyfile(args.model / MODEL_FILE, front_int8)
+        shutil.copyfile(args.model / TAIL_FILE, tail_int8)
     front = ort.InferenceSession(
         str(front_int8), session_options(args.threads), providers=["CPUExecutionProvider"]
     )

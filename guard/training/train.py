@@ -277,6 +277,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument(
+        "--cascade",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="then train the sieve and split the model for the early exit (guard.classifier.sieve)",
+    )
+    parser.add_argument(
         "--limit", type=int, default=0, help="use only N training examples (smoke test)"
     )
     args = parser.parse_args(argv)
@@ -327,6 +333,15 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / LABELS_FILE).write_text(json.dumps(labels, indent=2) + "\n", encoding="utf-8")
     shutil.copyfile(args.out / LABELS_FILE, args.work / LABELS_FILE)
     print(json.dumps(labels, indent=2), flush=True)
+    if args.cascade:
+        # The cheap stages learn from this model, so they are rebuilt with it.
+        from guard.training import early_exit, sieve
+
+        common = ["--data", str(args.data), "--threads", str(args.threads)]
+        sieve.main([*common, "--out", str(args.out), "--work", str(args.work)])
+        early_exit.main(
+            [*common, "--model", str(args.out), "--fp32", str(fp32), "--work", str(args.work)]
+        )
     return 0
 
 
