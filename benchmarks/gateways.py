@@ -253,8 +253,11 @@ def main(argv: list[str] | None = None) -> int:
     tables = args.tables.split(",")
     lifetime_s = 1800
     report: dict[str, Any] = {
-        "command": "python3 -m benchmarks.gateways "
-        + " ".join(sys.argv[1:] if argv is None else argv),
+        # GUARD_* variables reach the guards' settings, so they are part of the command.
+        "command": " ".join(
+            [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("GUARD_")]
+            + ["python3 -m benchmarks.gateways", *(sys.argv[1:] if argv is None else argv)]
+        ),
         "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "scorer": args.scorer,

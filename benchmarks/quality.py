@@ -34,7 +34,7 @@ MULTITURN_CMD = (
     "--json-out benchmarks/results/multiturn_eval.json"
 )  # through the engine with the shipped policies (benchmarks/README.md, conversation memory)
 SPEED_CMD = (
-    "python3 benchmarks/classifier_speed.py --model-dir models --fp32 runs/guard.fp32.onnx "
+    "python3 benchmarks/classifier_speed.py --model-dir models --fp32 FP32_EXPORT "
     "--out benchmarks/results/classifier_speed.json"
 )
 MISSING = "not yet measured"
