@@ -17,7 +17,7 @@ import os
 import random
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -46,6 +46,8 @@ class Encoded:
     harm: float | None  # None: no harm target (replies)
     category: int | None  # index into HAZARDS; -1 benign (all zero); None unknown
     refusal: int | None
+    # A teacher model's logits for this window (--teacher): harm for prompts, refusal for replies.
+    teacher: tuple[float, ...] | None = None
 
 
 def encode(encoder: Encoder, examples: list[Example]) -> list[Encoded]:
@@ -68,6 +70,19 @@ def encode(encoder: Encoder, examples: list[Example]) -> list[Encoded]:
     return result
 
 
+def with_teacher(teacher_dir: Path, items: list[Encoded], threads: int) -> list[Encoded]:
+    """Each window with the teacher's logits (distillation targets), computed once."""
+    teacher = Predictor(load_model(teacher_dir, intra_op_threads=threads))
+    raw = teacher.run([item.window for item in items])
+    return [
+        replace(
+            item,
+            teacher=tuple(map(float, raw.harm[i] if item.harm is not None else raw.refusal[i])),
+        )
+        for i, item in enumerate(items)
+    ]
+
+
 def batches(items: list[Encoded], size: int, rng: random.Random) -> list[list[Encoded]]:
     """Length-bucketed batches (little padding), in random order."""
     shuffled = items[:]
@@ -87,7 +102,17 @@ def tensors(encoder: Encoder, batch: list[Encoded]) -> dict[str, torch.Tensor]:
     harm_target = torch.zeros((n, 1 + len(HAZARDS)))
     harm_mask = torch.zeros((n, 1 + len(HAZARDS)))
     refusal_target = torch.full((n,), -100, dtype=torch.long)
+    teacher_harm = torch.zeros((n, 1 + len(HAZARDS)))
+    teacher_harm_mask = torch.zeros((n, 1))
+    teacher_refusal = torch.zeros((n, len(REFUSAL_CLASSES)))
+    teacher_refusal_mask = torch.zeros((n, 1))
     for row, item in enumerate(batch):
+        if item.teacher is not None and item.harm is not None:
+            teacher_harm[row] = torch.tensor(item.teacher)
+            teacher_harm_mask[row] = 1.0
+        elif item.teacher is not None:
+            teacher_refusal[row] = torch.tensor(item.teacher)
+            teacher_refusal_mask[row] = 1.0
         if item.harm is not None:
             harm_target[row, 0] = item.harm
             harm_mask[row, 0] = 1.0
@@ -104,6 +129,10 @@ def tensors(encoder: Encoder, batch: list[Encoded]) -> dict[str, torch.Tensor]:
         "harm_target": harm_target,
         "harm_mask": harm_mask,
         "refusal_target": refusal_target,
+        "teacher_harm": teacher_harm,
+        "teacher_harm_mask": teacher_harm_mask,
+        "teacher_refusal": teacher_refusal,
+        "teacher_refusal_mask": teacher_refusal_mask,
     }
 
 
@@ -164,6 +193,10 @@ def train_model(
             loss = risk_loss + cat_loss
             if (t["refusal_target"] >= 0).any():
                 loss = loss + cross_entropy(refusal_logits, t["refusal_target"])
+            if args.teacher is not None:
+                loss = (1 - args.distil) * loss + args.distil * distillation_loss(
+                    t, harm_logits, refusal_logits, args.temperature
+                )
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
@@ -173,6 +206,35 @@ def train_model(
             progress.set_postfix(loss=f"{running:.3f}")
     model.eval()
     return model
+
+
+def distillation_loss(
+    t: dict[str, torch.Tensor],
+    harm_logits: torch.Tensor,
+    refusal_logits: torch.Tensor,
+    temperature: float,
+) -> torch.Tensor:
+    """Soft targets from the teacher: every harm output (sigmoid) and the reply type (softmax),
+    both softened by ``temperature`` and scaled by its square (Hinton et al.)."""
+    loss = torch.zeros(())
+    harm_rows = t["teacher_harm_mask"][:, 0] > 0
+    if harm_rows.any():
+        soft = torch.sigmoid(t["teacher_harm"][harm_rows] / temperature)
+        loss = (
+            loss
+            + nn.functional.binary_cross_entropy_with_logits(
+                harm_logits[harm_rows] / temperature, soft
+            )
+            * temperature**2
+        )
+    reply_rows = t["teacher_refusal_mask"][:, 0] > 0
+    if reply_rows.any():
+        soft = torch.softmax(t["teacher_refusal"][reply_rows] / temperature, dim=1)
+        log_student = torch.log_softmax(refusal_logits[reply_rows] / temperature, dim=1)
+        loss = (
+            loss + nn.functional.kl_div(log_student, soft, reduction="batchmean") * temperature**2
+        )
+    return loss
 
 
 HARD_BENIGN_MAX_FPR = 0.02  # flag: at most 2% of the dev split's hard benign prompts
@@ -267,9 +329,9 @@ def main(argv: list[str] | None = None) -> int:
         "--work", type=Path, default=Path("runs"), help="scratch: fp32 export, checkpoint"
     )
     parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=8e-5)
+    parser.add_argument("--lr", type=float, default=1.5e-4)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--stride", type=int, default=64)
     parser.add_argument(
@@ -285,6 +347,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--limit", type=int, default=0, help="use only N training examples (smoke test)"
     )
+    parser.add_argument(
+        "--teacher", type=Path, default=None, help="model dir to distil from (e.g. a larger model)"
+    )
+    parser.add_argument("--distil", type=float, default=0.5, help="weight of the teacher's loss")
+    parser.add_argument("--temperature", type=float, default=2.0)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     started = time.monotonic()
@@ -301,7 +368,10 @@ def main(argv: list[str] | None = None) -> int:
     windowing = Windowing(max_length=args.max_length, stride=args.stride)
     tokenizer_src = base_model_dir() / TOKENIZER_FILE
     encoder = Encoder(Tokenizer.from_file(str(tokenizer_src)), windowing)
-    model = train_model(args, encoder, encode(encoder, train_examples))
+    encoded = encode(encoder, train_examples)
+    if args.teacher is not None:
+        encoded = with_teacher(args.teacher, encoded, args.threads)
+    model = train_model(args, encoder, encoded)
 
     args.work.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), args.work / "guard.pt")
