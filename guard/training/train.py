@@ -36,6 +36,7 @@ from guard.classifier.session import load_model
 from guard.scoring import HAZARDS
 from guard.training import data as data_mod
 from guard.training.data import REFUSAL_CLASSES, Example
+from guard.training.distil import distillation_loss, teacher_logits
 from guard.training.export import export_fp32, quantize_int8, sha256
 from guard.training.model import GuardClassifier, base_model_dir
 
@@ -68,19 +69,6 @@ def encode(encoder: Encoder, examples: list[Example]) -> list[Encoded]:
     for example, window in zip(replies, reply_windows, strict=True):
         result.append(Encoded(window, None, None, REFUSAL_CLASSES.index(example.refusal or "none")))
     return result
-
-
-def with_teacher(teacher_dir: Path, items: list[Encoded], threads: int) -> list[Encoded]:
-    """Each window with the teacher's logits (distillation targets), computed once."""
-    teacher = Predictor(load_model(teacher_dir, intra_op_threads=threads))
-    raw = teacher.run([item.window for item in items])
-    return [
-        replace(
-            item,
-            teacher=tuple(map(float, raw.harm[i] if item.harm is not None else raw.refusal[i])),
-        )
-        for i, item in enumerate(items)
-    ]
 
 
 def batches(items: list[Encoded], size: int, rng: random.Random) -> list[list[Encoded]]:
@@ -206,35 +194,6 @@ def train_model(
             progress.set_postfix(loss=f"{running:.3f}")
     model.eval()
     return model
-
-
-def distillation_loss(
-    t: dict[str, torch.Tensor],
-    harm_logits: torch.Tensor,
-    refusal_logits: torch.Tensor,
-    temperature: float,
-) -> torch.Tensor:
-    """Soft targets from the teacher: every harm output (sigmoid) and the reply type (softmax),
-    both softened by ``temperature`` and scaled by its square (Hinton et al.)."""
-    loss = torch.zeros(())
-    harm_rows = t["teacher_harm_mask"][:, 0] > 0
-    if harm_rows.any():
-        soft = torch.sigmoid(t["teacher_harm"][harm_rows] / temperature)
-        loss = (
-            loss
-            + nn.functional.binary_cross_entropy_with_logits(
-                harm_logits[harm_rows] / temperature, soft
-            )
-            * temperature**2
-        )
-    reply_rows = t["teacher_refusal_mask"][:, 0] > 0
-    if reply_rows.any():
-        soft = torch.softmax(t["teacher_refusal"][reply_rows] / temperature, dim=1)
-        log_student = torch.log_softmax(refusal_logits[reply_rows] / temperature, dim=1)
-        loss = (
-            loss + nn.functional.kl_div(log_student, soft, reduction="batchmean") * temperature**2
-        )
-    return loss
 
 
 HARD_BENIGN_MAX_FPR = 0.02  # flag: at most 2% of the dev split's hard benign prompts
@@ -370,7 +329,13 @@ def main(argv: list[str] | None = None) -> int:
     encoder = Encoder(Tokenizer.from_file(str(tokenizer_src)), windowing)
     encoded = encode(encoder, train_examples)
     if args.teacher is not None:
-        encoded = with_teacher(args.teacher, encoded, args.threads)
+        logits = teacher_logits(
+            args.teacher,
+            [e.window for e in encoded],
+            [e.harm is not None for e in encoded],
+            args.threads,
+        )
+        encoded = [replace(e, teacher=t) for e, t in zip(encoded, logits, strict=True)]
     model = train_model(args, encoder, encoded)
 
     args.work.mkdir(parents=True, exist_ok=True)

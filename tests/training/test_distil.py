@@ -1,4 +1,4 @@
-"""guard.training.train.distillation_loss: soft targets from a teacher model."""
+"""guard.training.distil.distillation_loss: soft targets from a teacher model."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 
 from guard.scoring import HAZARDS  # noqa: E402
 from guard.training.data import REFUSAL_CLASSES  # noqa: E402
-from guard.training.train import distillation_loss  # noqa: E402
+from guard.training.distil import distillation_loss  # noqa: E402
 
 
 def _targets(harm: torch.Tensor, refusal: torch.Tensor) -> dict[str, torch.Tensor]:
