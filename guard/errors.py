@@ -16,7 +16,8 @@ upstream or library error to the client.
     │   ├── InvalidJSON            body is not JSON                        -> 400
     │   ├── InvalidRequest         JSON of the wrong shape (names param)  -> 400
     │   ├── BodyTooLarge           body over the configured limit         -> 413
-    │   └── UnsupportedMediaType   content type other than JSON           -> 415
+    │   ├── UnsupportedMediaType   content type other than JSON           -> 415
+    │   └── UnguardedEndpoint      text generation the guard cannot judge -> 403
     ├── UpstreamError          the LLM server failed us -> 5xx
     │   ├── UpstreamUnavailable    connection refused / reset / protocol   -> 502
     │   ├── UpstreamTimeout        no answer in time                       -> 504
@@ -112,3 +113,11 @@ class StateStoreError(GuardError):
 
 class StateStoreUnavailable(StateStoreError):
     """The state backend is unreachable."""
+
+
+class UnguardedEndpoint(RequestError):
+    """A text-generation endpoint the guard does not judge (legacy completions, Responses,
+    Assistants runs, batches); refused so it cannot be used to go around the guard."""
+
+    status_code = 403
+    code = "unguarded_endpoint"

@@ -23,7 +23,7 @@ _LATENCY = (
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 )  # fmt: skip
 
-ROUTES = ("chat", "passthrough", "health")  # label: route
+ROUTES = ("chat", "passthrough", "unguarded", "health")  # label: route
 DECISIONS = ("allow", "flag", "block", "rewrite")  # label: decision
 MODES = ("observe", "enforce")  # label: mode
 DIRECTIONS = ("request", "reply")  # label: direction

@@ -1,7 +1,9 @@
 """The sidecar: a reverse proxy in front of an OpenAI-compatible server.
 
 ``POST .../chat/completions`` goes through :class:`guard.relay.ChatRelay`; ``/healthz``,
-``/readyz`` and ``/metrics`` are the guard's own; every other path and method passes
+``/readyz`` and ``/metrics`` are the guard's own; other text-generation endpoints
+(:func:`guard.http_edge.is_unguarded_generation`) are refused while the guard enforces,
+unless ``server.unguarded_generation`` is ``pass``; every other path and method passes
 through untouched (status, headers minus hop-by-hop, bytes, streamed both ways).
 """
 
@@ -18,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from guard.engine import Engine
-from guard.errors import UpstreamError
+from guard.errors import UnguardedEndpoint, UpstreamError
 from guard.http_edge import (
     REQUEST_ID_HEADER,
     ClientDisconnected,
@@ -28,6 +30,7 @@ from guard.http_edge import (
     Send,
     header,
     is_chat_completion,
+    is_unguarded_generation,
     request_id_for,
     without_hop_by_hop,
 )
@@ -73,8 +76,35 @@ class Sidecar:
             return
         if is_chat_completion(scope):
             await self.relay.handle(scope, receive, send, self._forward_chat(scope))
+        elif is_unguarded_generation(scope):
+            if (
+                self.settings.server.unguarded_generation == "refuse"
+                and not self.relay.engine.shadow
+            ):
+                await self.refuse_unguarded(scope, send)
+            else:
+                await self.passthrough(scope, receive, send, route="unguarded")
         else:
             await self.passthrough(scope, receive, send)
+
+    async def refuse_unguarded(self, scope: Scope, send: Send) -> None:
+        """403 for a generation endpoint the guard cannot judge; nothing is forwarded."""
+        request_id = request_id_for(scope, self.settings.server.request_id_header)
+        with bound_request(request_id):
+            await Responder(send).error(
+                UnguardedEndpoint(
+                    "This endpoint is not available through the guard: use chat completions.",
+                ),
+                [(b"x-request-id", request_id.encode())],
+            )
+            self.metrics.requests.labels(route="unguarded", status="4xx").inc()
+            log.info(
+                "request_completed",
+                route="unguarded",
+                method=scope["method"],
+                status=UnguardedEndpoint.status_code,
+                error=UnguardedEndpoint.code,
+            )
 
     def _forward_chat(self, scope: Scope) -> Forward:
         @asynccontextmanager
@@ -93,7 +123,9 @@ class Sidecar:
 
         return forward
 
-    async def passthrough(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def passthrough(
+        self, scope: Scope, receive: Receive, send: Send, route: str = "passthrough"
+    ) -> None:
         """Relay any other request untouched, streaming the body both ways."""
         started = time.perf_counter()
         request_id = request_id_for(scope, self.settings.server.request_id_header)
@@ -114,10 +146,10 @@ class Sidecar:
             finally:
                 duration = time.perf_counter() - started
                 status = responder.status or 499
-                self.metrics.requests.labels(route="passthrough",
+                self.metrics.requests.labels(route=route,
                                              status=f"{status // 100}xx").inc()  # fmt: skip
-                self.metrics.request_duration.labels(route="passthrough").observe(duration)
-                log.info("request_completed", route="passthrough", method=scope["method"],
+                self.metrics.request_duration.labels(route=route).observe(duration)
+                log.info("request_completed", route=route, method=scope["method"],
                          status=status, duration_s=round(duration, 6),
                          response_bytes=sent_bytes, error=error)  # fmt: skip
 

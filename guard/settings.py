@@ -41,6 +41,10 @@ class ServerSettings(_Section):
     port: int = Field(8080, ge=0, le=65535)
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
     request_id_header: str = "x-request-id"
+    # POST to legacy completions, Responses, Assistants runs or batches: text generation
+    # the guard does not judge.  refuse: 403 in OpenAI's error shape while any category
+    # enforces (observe mode forwards it, counted as route="unguarded"); pass: forward.
+    unguarded_generation: Literal["refuse", "pass"] = "refuse"
 
 
 class UpstreamSettings(_Section):
