@@ -71,21 +71,6 @@ def is_chat_completion(scope: Scope, prefix: str | None = None) -> bool:
     return path == prefix.rstrip("/") + CHAT_SUFFIX
 
 
-# Endpoints that make a model write text without going through chat completions: legacy
-# completions, the Responses API, Assistants runs (and their tool-output continuations)
-# and batch jobs.  The guard does not judge them, so by default it refuses them rather than
-# let a client go around it (server.unguarded_generation).
-GENERATION_SUFFIXES = ("/completions", "/responses", "/runs", "/submit_tool_outputs", "/batches")
-
-
-def is_unguarded_generation(scope: Scope) -> bool:
-    """``POST`` to a generation endpoint other than chat completions."""
-    if scope["type"] != "http" or scope["method"] != "POST":
-        return False
-    path: str = scope["path"].rstrip("/")
-    return path.endswith(GENERATION_SUFFIXES) and not path.endswith(CHAT_SUFFIX)
-
-
 def request_id_for(scope: Scope, header_name: str = REQUEST_ID_HEADER) -> str:
     """The client's request id when it is safe to echo and log, else a fresh one."""
     incoming = header(scope, header_name.lower().encode("latin-1"))

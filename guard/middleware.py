@@ -5,8 +5,9 @@ Pure ASGI, so it wraps Starlette, FastAPI or any other ASGI app::
     app = Starlette(routes=..., middleware=[Middleware(GuardMiddleware, engine=engine)])
 
 ``POST <prefix>/chat/completions`` is judged by :class:`guard.relay.ChatRelay` exactly as
-the sidecar judges it, with the wrapped app in the upstream's place; every other request,
-and lifespan, goes to the app untouched.
+the sidecar judges it, with the wrapped app in the upstream's place; other generation
+endpoints under the prefix are refused while the guard enforces, as the sidecar refuses
+them (:mod:`guard.unguarded`); every other request, and lifespan, goes to the app untouched.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from guard.metrics import GuardMetrics
 from guard.openai_api import ChatRequest
 from guard.relay import ChatRelay, Reply
 from guard.settings import Settings
+from guard.unguarded import is_unguarded_generation, refuse_unguarded, refuses_unguarded
 
 _DONE = None  # queue sentinel: the app returned (or failed)
 
@@ -104,7 +106,12 @@ class GuardMiddleware:
             await self.app(scope, self._lifespan_receive(receive), send)
             return
         if not is_chat_completion(scope, self.prefix):
-            await self.app(scope, receive, send)
+            if is_unguarded_generation(scope, self.prefix) and refuses_unguarded(
+                self.settings, self.engine
+            ):
+                await refuse_unguarded(scope, send, self.settings, self.metrics)
+            else:
+                await self.app(scope, receive, send)
             return
         await self.relay.handle(
             scope,

@@ -2,7 +2,7 @@
 
 ``POST .../chat/completions`` goes through :class:`guard.relay.ChatRelay`; ``/healthz``,
 ``/readyz`` and ``/metrics`` are the guard's own; other text-generation endpoints
-(:func:`guard.http_edge.is_unguarded_generation`) are refused while the guard enforces,
+(:mod:`guard.unguarded`) are refused while the guard enforces,
 unless ``server.unguarded_generation`` is ``pass``; every other path and method passes
 through untouched (status, headers minus hop-by-hop, bytes, streamed both ways).
 """
@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from guard.engine import Engine
-from guard.errors import UnguardedEndpoint, UpstreamError
+from guard.errors import UpstreamError
 from guard.http_edge import (
     REQUEST_ID_HEADER,
     ClientDisconnected,
@@ -30,7 +30,6 @@ from guard.http_edge import (
     Send,
     header,
     is_chat_completion,
-    is_unguarded_generation,
     request_id_for,
     without_hop_by_hop,
 )
@@ -39,6 +38,7 @@ from guard.metrics import GuardMetrics
 from guard.openai_api import ChatRequest
 from guard.relay import ChatRelay, Forward, Reply
 from guard.settings import Settings
+from guard.unguarded import is_unguarded_generation, refuse_unguarded, refuses_unguarded
 from guard.upstream import Upstream, UpstreamReply, upstream_kind
 
 log = get_logger("guard.proxy")
@@ -77,34 +77,12 @@ class Sidecar:
         if is_chat_completion(scope):
             await self.relay.handle(scope, receive, send, self._forward_chat(scope))
         elif is_unguarded_generation(scope):
-            if (
-                self.settings.server.unguarded_generation == "refuse"
-                and not self.relay.engine.shadow
-            ):
-                await self.refuse_unguarded(scope, send)
+            if refuses_unguarded(self.settings, self.relay.engine):
+                await refuse_unguarded(scope, send, self.settings, self.metrics)
             else:
                 await self.passthrough(scope, receive, send, route="unguarded")
         else:
             await self.passthrough(scope, receive, send)
-
-    async def refuse_unguarded(self, scope: Scope, send: Send) -> None:
-        """403 for a generation endpoint the guard cannot judge; nothing is forwarded."""
-        request_id = request_id_for(scope, self.settings.server.request_id_header)
-        with bound_request(request_id):
-            await Responder(send).error(
-                UnguardedEndpoint(
-                    "This endpoint is not available through the guard: use chat completions.",
-                ),
-                [(b"x-request-id", request_id.encode())],
-            )
-            self.metrics.requests.labels(route="unguarded", status="4xx").inc()
-            log.info(
-                "request_completed",
-                route="unguarded",
-                method=scope["method"],
-                status=UnguardedEndpoint.status_code,
-                error=UnguardedEndpoint.code,
-            )
 
     def _forward_chat(self, scope: Scope) -> Forward:
         @asynccontextmanager

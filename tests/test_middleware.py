@@ -40,6 +40,7 @@ class ChatApp:
         self.gate = threading.Event()
         self.gate_timed_out = False
         self.sent_at: list[float] = []
+        self.echoed: list[str] = []
 
     def routes(self) -> list[Route]:
         return [
@@ -47,6 +48,8 @@ class ChatApp:
             Route("/api/v1/chat/completions", self.chat, methods=["POST"]),
             Route("/v1/models", self.models, methods=["GET"]),
             Route("/echo", self.echo, methods=["POST"]),
+            Route("/v1/completions", self.echo, methods=["POST"]),
+            Route("/tools/completions", self.echo, methods=["POST"]),
         ]
 
     async def chat(self, request: Request) -> Response:
@@ -84,6 +87,7 @@ class ChatApp:
         return JSONResponse({"object": "list", "data": []}, headers={"x-app": "1"})
 
     async def echo(self, request: Request) -> Response:
+        self.echoed.append(request.url.path)
         return PlainTextResponse((await request.body()).decode()[::-1])
 
 
@@ -107,6 +111,7 @@ def app(served: tuple[ChatApp, str, GuardMetrics]) -> ChatApp:
     chat.bodies.clear()
     chat.gate.clear()
     chat.sent_at.clear()
+    chat.echoed.clear()
     return chat
 
 
@@ -225,3 +230,12 @@ def test_fastapi_if_installed() -> None:
         response = httpx.post(f"{server.url}/v1/chat/completions",
                               json={"model": "m", "messages": USER})  # fmt: skip
     assert response.headers["x-guard-decision"] == "allow"
+
+
+def test_other_generation_endpoints_under_the_prefix_are_refused(app: ChatApp, url: str) -> None:
+    with client(url) as c, pytest.raises(openai.PermissionDeniedError) as caught:
+        c.completions.create(model="app", prompt="Write a poem")
+    assert caught.value.code == "unguarded_endpoint"
+    # The app's own route outside the guarded prefix is none of the guard's business.
+    assert httpx.post(f"{url}/tools/completions", content=b"abc").text == "cba"
+    assert app.echoed == ["/tools/completions"]

@@ -10,6 +10,7 @@ import pytest
 from servers import FakeUpstream, Guard, running_guard
 
 from guard.decisions import Mode
+from guard.unguarded import is_unguarded_generation
 
 GENERATION = [
     "/v1/completions",
@@ -97,3 +98,24 @@ def test_chat_completions_are_still_judged(enforcing: Guard, fake: FakeUpstream)
     )
     assert response.status_code == 200
     assert response.headers["x-guard-decision"] == "allow"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "prefix", "expected"),
+    [
+        ("POST", "/v1/completions", None, True),
+        ("POST", "/v1/completions/", None, True),
+        ("POST", "/v1/chat/completions", None, False),
+        ("GET", "/v1/responses", None, False),
+        ("POST", "/v1/responses/resp_1/cancel", None, False),
+        ("POST", "/v1/embeddings", None, False),
+        ("POST", "/v1/completions", "/v1", True),
+        ("POST", "/tools/completions", "/v1", False),
+        ("POST", "/v1x/completions", "/v1", False),
+    ],
+)
+def test_which_requests_are_generation_the_guard_cannot_judge(
+    method: str, path: str, prefix: str | None, expected: bool
+) -> None:
+    scope = {"type": "http", "method": method, "path": path}
+    assert is_unguarded_generation(scope, prefix) is expected
