@@ -1,4 +1,4 @@
-"""``guard`` command line: serve, score, policy, demo.
+"""``guard`` command line: serve, score, policy, demo, settings.
 
 Each subcommand lives with the part of the guard it drives; this module only parses
 arguments and dispatches, so ``guard --help`` stays cheap (no model is loaded).
@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     ),
     "demo": ("guard.demo", "Watch the guard work in front of a built-in scripted model."),
     "score": ("guard.classifier.cli", "Score JSON lines (text or messages) with the classifier."),
+    "settings": ("guard.settings_cli", "Check a settings file, or print the settings reference."),
 }
 
 

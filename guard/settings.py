@@ -37,25 +37,41 @@ class _Section(BaseModel):
 
 
 class ServerSettings(_Section):
-    host: str = "127.0.0.1"
-    port: int = Field(8080, ge=0, le=65535)
-    max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
-    request_id_header: str = "x-request-id"
-    # POST to legacy completions, Responses, Assistants runs or batches: text generation
-    # the guard does not judge.  refuse: 403 in OpenAI's error shape while any category
-    # enforces (observe mode forwards it, counted as route="unguarded"); pass: forward.
-    unguarded_generation: Literal["refuse", "pass"] = "refuse"
+    host: str = Field("127.0.0.1", description="Address the guard listens on.")
+    port: int = Field(8080, ge=0, le=65535, description="Port the guard listens on.")
+    max_body_bytes: int = Field(
+        4 * 1024 * 1024,
+        gt=0,
+        description="Largest chat request body accepted (413 above it, nothing forwarded).",
+    )
+    request_id_header: str = Field(
+        "x-request-id", description="Header carrying the request ID (echoed when safe)."
+    )
+    unguarded_generation: Literal["refuse", "pass"] = Field(
+        "refuse",
+        description="Legacy completions, Responses, Assistants runs, batches: text generation "
+        "the guard does not judge. refuse: 403 while any category enforces (observe mode "
+        "forwards, counted as route=unguarded); pass: forward always.",
+    )
 
 
 class UpstreamSettings(_Section):
-    url: str = "http://127.0.0.1:8000"
-    connect_timeout_s: float = Field(5.0, gt=0)
-    read_timeout_s: float = Field(120.0, gt=0)
-    max_connections: int = Field(256, gt=0)
-    # native: guard.http1, the cheap default.  httpx: HTTP/2, HTTPS_PROXY/NO_PROXY and
-    # SSL_CERT_FILE from the environment, at ~1.4 ms more CPU a request (benchmarks/README.md).
-    client: Literal["native", "httpx"] = "native"
-    http2: bool = False  # httpx and https only; needs h2 (pip install 'httpx[http2]')
+    url: str = Field("http://127.0.0.1:8000", description="Base URL of the LLM server.")
+    connect_timeout_s: float = Field(5.0, gt=0, description="Connect timeout (504 after it).")
+    read_timeout_s: float = Field(
+        120.0, gt=0, description="Longest wait for the next bytes of a reply (504 after it)."
+    )
+    max_connections: int = Field(256, gt=0, description="Pooled connections to the upstream.")
+    # The native client is the cheap default; httpx costs ~1.4 ms more CPU a request
+    # (benchmarks/README.md) and is there for what it adds.
+    client: Literal["native", "httpx"] = Field(
+        "native",
+        description="native: the guard's HTTP/1.1 client. httpx: HTTP/2, HTTPS_PROXY/NO_PROXY "
+        "and SSL_CERT_FILE from the environment.",
+    )
+    http2: bool = Field(
+        False, description="HTTP/2 to the upstream (httpx and https only; needs httpx[http2])."
+    )
 
     @field_validator("http2")
     @classmethod
@@ -66,58 +82,107 @@ class UpstreamSettings(_Section):
 
 
 class ClassifierSettings(_Section):
-    model_dir: Path = SHIPPED_MODEL_DIR
-    provider: Literal["cpu", "cuda", "auto"] = "cpu"
-    intra_op_threads: int = Field(1, ge=0)  # 0 lets onnxruntime choose
-    inference_threads: int = Field(2, ge=1)  # sessions run concurrently off the loop
-    max_batch: int = Field(16, ge=1)
-    # Extra wait for companions before a run while a thread is free; batches form from
-    # load anyway (guard.classifier.scorer), so 0 keeps a lone request from waiting.
-    batch_wait_ms: float = Field(0.0, ge=0)
-    timeout_s: float = Field(2.0, gt=0)
-    # The cascade's cheap stages (guard.classifier.sieve): the static sieve
-    # (models/sieve.onnx) and the early exit after the transformer's first layer
-    # (models/exit.onnx) clear plainly benign user turns before the transformer's end.
-    # Off: every text goes through the whole transformer.
-    sieve: bool = True
-    early_exit: bool = True
+    model_dir: Path = Field(SHIPPED_MODEL_DIR, description="Folder of the ONNX model files.")
+    provider: Literal["cpu", "cuda", "auto"] = Field(
+        "cpu", description="onnxruntime execution provider; auto prefers CUDA when present."
+    )
+    intra_op_threads: int = Field(
+        1, ge=0, description="Threads per inference run (0: onnxruntime chooses)."
+    )
+    inference_threads: int = Field(
+        2, ge=1, description="Inference runs at once, off the event loop."
+    )
+    max_batch: int = Field(16, ge=1, description="Most texts scored in one run.")
+    # Batches form from load anyway (guard.classifier.scorer), so 0 keeps a lone request
+    # from waiting.
+    batch_wait_ms: float = Field(
+        0.0, ge=0, description="Extra wait for companions before a run while a thread is free."
+    )
+    timeout_s: float = Field(
+        2.0, gt=0, description="Longest a scoring call may take (then on_scoring_error)."
+    )
+    sieve: bool = Field(
+        True, description="Cascade: the static sieve (models/sieve.onnx) may clear short turns."
+    )
+    early_exit: bool = Field(
+        True,
+        description="Cascade: the early exit after the first layer (models/exit.onnx) may "
+        "clear short turns; both stages must agree.",
+    )
 
 
 class MemorySettings(_Section):
-    backend: Literal["memory", "redis"] = "memory"
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    on_store_error: Literal["local", "closed"] = "local"
-    ttl_s: int = Field(24 * 3600, gt=0)
-    max_conversations: int = Field(100_000, gt=0)
-    max_bytes: int = Field(256 * 1024 * 1024, gt=0)
-    conversation_header: str = "x-guard-conversation-id"
-    tenant_header: str | None = None
-    # Key for the keyed hashes of tenants, conversations and relayed replies.  Replicas
-    # sharing Redis must share it; with the in-memory store a random per-process key is
-    # used when unset.
-    secret: SecretStr | None = None
-    # Conversation risk at or above this, where no single turn reached it, counts in
-    # guard_escalations_total; the policy takes its own flag/block decisions.
-    escalation_threshold: float = Field(default=0.5, ge=0, le=1)
-    # User turns scored together as one text each request (split intent); 0 turns it
-    # off and leaves one scored text per new turn (benchmarks/README.md: cost).
-    joint_turns: int = Field(default=4, ge=0)
-    score_cache_entries: int = Field(default=50_000, gt=0)  # per-message scores kept per process
-    redis_timeout_s: float = Field(default=0.25, gt=0)  # connect and command timeout
-    reconnect_interval_s: float = Field(default=1.0, ge=0)  # retry Redis this long after a failure
+    backend: Literal["memory", "redis"] = Field(
+        "memory", description="Where conversation state lives (redis: shared by replicas)."
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis server (backend redis).")
+    on_store_error: Literal["local", "closed"] = Field(
+        "local",
+        description="Redis unreachable: local serves on per-process state; closed treats it "
+        "as a scoring failure, decided by the policy's on_scoring_error (fail_closed blocks).",
+    )
+    ttl_s: int = Field(
+        24 * 3600, gt=0, description="A conversation is forgotten this long after its last turn."
+    )
+    max_conversations: int = Field(
+        100_000, gt=0, description="In-memory store: most conversations kept (LRU)."
+    )
+    max_bytes: int = Field(
+        256 * 1024 * 1024, gt=0, description="In-memory store: most bytes of state kept (LRU)."
+    )
+    conversation_header: str = Field(
+        "x-guard-conversation-id",
+        description="Client header naming the conversation; without it the history's opening "
+        "is fingerprinted.",
+    )
+    tenant_header: str | None = Field(
+        None, description="Header naming the tenant; unset: a keyed hash of the API key."
+    )
+    # Replicas sharing Redis must share it, so Redis requires one.
+    secret: SecretStr | None = Field(
+        None,
+        description="Key of the keyed hashes (tenants, conversations, relayed replies); "
+        "required with redis, random per process when unset.",
+    )
+    escalation_threshold: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Conversation risk counted in guard_escalations_total when no single turn "
+        "reached it (the policy decides on its own).",
+    )
+    joint_turns: int = Field(
+        default=4,
+        ge=0,
+        description="Recent user turns also scored together as one text (split intent); 0: "
+        "off, one scored text per new turn.",
+    )
+    score_cache_entries: int = Field(
+        default=50_000, gt=0, description="Per-message scores kept per process."
+    )
+    redis_timeout_s: float = Field(
+        default=0.25, gt=0, description="Redis connect and command timeout."
+    )
+    reconnect_interval_s: float = Field(
+        default=1.0, ge=0, description="Retry Redis this long after a failure."
+    )
 
 
 class PolicySettings(_Section):
-    dir: Path = SHIPPED_POLICY_DIR
-    mode: Literal["observe", "enforce"] | None = None  # overrides the policy files' mode
-    watch: bool = True  # reload on file change as well as SIGHUP
+    dir: Path = Field(SHIPPED_POLICY_DIR, description="Folder of the policy files.")
+    mode: Literal["observe", "enforce"] | None = Field(
+        None, description="Overrides every policy file's mode (GUARD_MODE, --mode)."
+    )
+    watch: bool = Field(True, description="Reload policies on file change as well as SIGHUP.")
 
 
 class LogSettings(_Section):
-    level: Literal["debug", "info", "warning", "error"] = "info"
-    format: Literal["json", "console"] = "json"
-    # Off by default: never log prompt text, reply text or credentials.
-    include_content: bool = False
+    level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    format: Literal["json", "console"] = Field("json", description="JSON lines or console text.")
+    include_content: bool = Field(
+        False,
+        description="Log prompt and reply text. Off by default: never log content or credentials.",
+    )
 
 
 class Settings(_Section):
