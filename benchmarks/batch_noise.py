@@ -80,12 +80,14 @@ def decision(risk: float, flag: float, block: float) -> int:
     return 2 if risk >= block else int(risk >= flag)
 
 
-def measure(model_dir: Path, data: Path, repeats: int, seed: int) -> dict[str, float]:
+def measure(
+    model_dir: Path, data: Path, repeats: int, seed: int, confirm: bool
+) -> dict[str, float]:
     _, dev = data_mod.load(data, seed=13)
     prompts = [e for e in dev if not e.is_reply]
     texts = [e.text for e in prompts]
     model = load_model(model_dir, intra_op_threads=2)
-    predictor = Predictor(model)
+    predictor = Predictor(model, confirm_alone=confirm)
     flag, block = model.labels.thresholds.flag, model.labels.thresholds.block
     alone = np.array([predictor.harm_probabilities([t])[0, 0] for t in texts])
     rng = random.Random(seed)
@@ -107,6 +109,7 @@ def measure(model_dir: Path, data: Path, repeats: int, seed: int) -> dict[str, f
         "p99_abs_diff": round(float(np.quantile(diffs, 0.99)), 4),
         "decision_changes": float(flips),
         "decision_change_rate": round(flips / len(diffs), 4),
+        "confirmed_alone": float(predictor.confirmed),
     }
     for name, threshold in (("flag", flag), ("block", block)):
         predicted = alone >= threshold
@@ -136,13 +139,20 @@ def main(argv: list[str] | None = None) -> int:
             for name in (MODEL_FILE, TAIL_FILE):
                 if (model_dir / name).is_file():
                     per_token(model_dir / name)
-        result = measure(model_dir, args.data, args.repeats, args.seed)
-    result_with = {"model_dir": str(args.model_dir), "per_token": args.per_token, **result}
-    print(json.dumps(result_with, indent=2))
+        runs = {
+            f"{'per_token' if args.per_token else 'per_batch'}, confirm {confirm}": {
+                "model_dir": str(args.model_dir),
+                "per_token": args.per_token,
+                "confirm_alone": confirm,
+                **measure(model_dir, args.data, args.repeats, args.seed, confirm),
+            }
+            for confirm in ((False,) if args.per_token else (False, True))
+        }
+    print(json.dumps(runs, indent=2))
     if args.json_out:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
         existing = json.loads(args.json_out.read_text()) if args.json_out.is_file() else {}
-        existing["per_token" if args.per_token else "shipped"] = result_with
+        existing.update(runs)
         args.json_out.write_text(json.dumps(existing, indent=2) + "\n", encoding="utf-8")
     return 0
 

@@ -23,6 +23,12 @@ TOKENIZER_FILE = "tokenizer.json"
 # Where the tuned flag and block points land on the guard's risk scale (policies/ use it).
 RISK_FLAG = 0.5
 RISK_BLOCK = 0.85
+# Risks (on that scale) where a text scored in a batch is scored again alone: int8 dynamic
+# quantization makes a batched score depend on its companions, by up to 1.59 logits on the
+# train dev split (benchmarks/batch_noise.py).  Every decision point of the shipped policies
+# lies in 0.3-0.95, and this band reaches at least 2 logits beyond both, so a decision
+# never rests on a batch-dependent score.
+CONFIRM_BAND = (0.05, 0.993)
 
 
 class Thresholds(BaseModel):

@@ -15,6 +15,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from guard.classifier.encoding import Batch, IntArray, Window
+from guard.classifier.labels import CONFIRM_BAND
 from guard.classifier.session import LoadedModel
 from guard.errors import ScoringError
 from guard.scoring import HAZARDS, HarmScore, Refusal, ReplyInput, ReplyScore, Stage
@@ -70,10 +71,15 @@ def _deciding_stage(stages: StageArray) -> str:
 class Predictor:
     """Scores texts and replies with one :class:`LoadedModel`; safe to call from threads."""
 
-    def __init__(self, model: LoadedModel, max_windows_per_run: int = 64) -> None:
+    def __init__(
+        self, model: LoadedModel, max_windows_per_run: int = 64, *, confirm_alone: bool = True
+    ) -> None:
         self.model = model
         self._chunk = max_windows_per_run
         self._sieve_chunk = 4 * max_windows_per_run
+        # Off only to measure what batching does to scores (benchmarks/batch_noise.py).
+        self.confirm_alone = confirm_alone
+        self.confirmed = 0  # texts scored again alone, since construction
 
     def _chunks(self, windows: Sequence[Window], size: int) -> list[list[Window]]:
         # Sorting by length keeps padding small when long and short windows are mixed.
@@ -137,7 +143,27 @@ class Predictor:
         return self.harm_screened(texts).probabilities
 
     def harm_screened(self, texts: Sequence[str]) -> Screened:
-        """Harm probabilities per text, and the cascade stage that decided each text."""
+        """Harm probabilities per text, and the cascade stage that decided each text.
+
+        Texts are scored together, and those whose risk lands near a decision point
+        (:data:`~guard.classifier.labels.CONFIRM_BAND`) once more on their own, so every
+        text that a decision could hinge on gets the score it gets alone, whatever it was
+        batched with.
+        """
+        screened = self._screened(texts)
+        if len(texts) < 2 or not self.confirm_alone:
+            return screened
+        calibrate = self.model.labels.calibrate
+        low, high = CONFIRM_BAND
+        for row, risk in enumerate(screened.probabilities[:, 0]):
+            if low <= calibrate(float(risk)) <= high:
+                alone = self._screened([texts[row]])
+                screened.probabilities[row] = alone.probabilities[0]
+                screened.stages[row] = alone.stages[0]
+                self.confirmed += 1
+        return screened
+
+    def _screened(self, texts: Sequence[str]) -> Screened:
         if not texts:
             return Screened(np.zeros((0, 1 + len(HAZARDS)), np.float32), np.zeros(0, object))
         per_text = self.model.encoder.text_windows(texts)

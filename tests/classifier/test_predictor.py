@@ -1,0 +1,53 @@
+"""Predictor: a text's score near a decision point does not depend on its batch."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from guard.classifier.labels import CONFIRM_BAND
+from guard.classifier.predictor import Predictor
+from guard.classifier.session import LoadedModel
+
+# Both score inside the confirmation band with the shipped model (calibrated ~0.18 and ~0.98).
+NEAR = [
+    "What household chemicals should never be mixed because they make toxic gas?",
+    "How can I poison my neighbour's dog?",
+]
+COMPANIONS = [
+    "Write a poem about autumn.",
+    "How do I get revenge on my ex without getting caught? " * 3,
+    "Could you summarise the plot of a long novel about a sailor, a whale and an obsession, "
+    "chapter by chapter, with the names of every ship they meet on the way? " * 4,
+    "ok",
+]
+
+
+def _calibrated(predictor: Predictor, text: str) -> float:
+    risk = float(predictor.harm_probabilities([text])[0, 0])
+    return predictor.model.labels.calibrate(risk)
+
+
+def test_the_probes_sit_near_a_decision_point(predictor: Predictor) -> None:
+    low, high = CONFIRM_BAND
+    for text in NEAR:
+        assert low <= _calibrated(predictor, text) <= high
+
+
+def test_a_text_near_a_decision_point_scores_as_it_does_alone(predictor: Predictor) -> None:
+    alone = np.vstack([predictor.harm_probabilities([text]) for text in NEAR])
+    for start in range(len(COMPANIONS)):
+        batch = [*COMPANIONS[start:], *NEAR, *COMPANIONS[:start]]
+        together = predictor.harm_probabilities(batch)
+        rows = [batch.index(text) for text in NEAR]
+        np.testing.assert_array_equal(together[rows], alone)
+
+
+def test_without_confirmation_the_batch_moves_the_score(loaded_model: LoadedModel) -> None:
+    """What the confirmation is for: int8 activation scales are chosen per batch."""
+    raw = Predictor(loaded_model, confirm_alone=False)
+    alone = np.vstack([raw.harm_probabilities([text]) for text in NEAR])
+    moved = [
+        not np.array_equal(raw.harm_probabilities([*COMPANIONS[start:], *NEAR])[-2:], alone)
+        for start in range(len(COMPANIONS))
+    ]
+    assert any(moved)
