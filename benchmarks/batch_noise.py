@@ -6,9 +6,12 @@
 onnxruntime's dynamic quantization picks one activation scale per MatMul input tensor,
 i.e. per batch (padding included), so the guard's micro-batching can move a score.  Each
 prompt of the train dev split (never eval/) is scored alone, then ``--repeats`` times in
-random batches of 16; reported: the largest and the 99th-percentile change of the raw
-risk, and how often the allow/flag/block decision changed.  Also the dev-split quality of
-the scores each text gets alone (F1, recall, FPR at the shipped thresholds).
+random batches of 16, with the predictor's confirmation (texts near a decision point scored
+again alone, as shipped) and without it; reported: the largest and the 99th-percentile
+change of the raw risk, how often the allow/flag/block decision changed, how often a
+reply's type changed (the dev split's replies, batched the same way), and how many texts
+the confirmation scored again.  Also the dev-split quality of the scores each text gets
+alone (F1, recall, FPR at the shipped thresholds).
 
 ``--per-token`` first rewrites the model (a temp copy) to quantize activations per token,
 symmetric int8 (:func:`per_token`): batch-independent by construction, measured here for
@@ -33,6 +36,7 @@ from guard.classifier.labels import MODEL_FILE
 from guard.classifier.predictor import Predictor
 from guard.classifier.session import load_model
 from guard.classifier.sieve import TAIL_FILE
+from guard.scoring import ReplyInput
 from guard.training import data as data_mod
 
 
@@ -101,6 +105,18 @@ def measure(
             for i, risk in zip(rows, batched, strict=True):
                 diffs.append(abs(float(risk) - float(alone[i])))
                 flips += decision(risk, flag, block) != decision(alone[i], flag, block)
+    replies = [ReplyInput(e.pair or "", e.text) for e in dev if e.is_reply]
+    types_alone = [int(predictor.refusal_probabilities([r])[0].argmax()) for r in replies]
+    type_changes = type_comparisons = 0
+    for _ in range(repeats):
+        order = list(range(len(replies)))
+        rng.shuffle(order)
+        for start in range(0, len(order), 16):
+            rows = order[start : start + 16]
+            batched = predictor.refusal_probabilities([replies[i] for i in rows])
+            for i, probabilities in zip(rows, batched, strict=True):
+                type_changes += int(probabilities.argmax()) != types_alone[i]
+                type_comparisons += 1
     harmful = np.array([bool(e.harmful) for e in prompts])
     result: dict[str, float] = {
         "texts": float(len(texts)),
@@ -109,6 +125,8 @@ def measure(
         "p99_abs_diff": round(float(np.quantile(diffs, 0.99)), 4),
         "decision_changes": float(flips),
         "decision_change_rate": round(flips / len(diffs), 4),
+        "reply_comparisons": float(type_comparisons),
+        "reply_type_changes": float(type_changes),
         "confirmed_alone": float(predictor.confirmed),
     }
     for name, threshold in (("flag", flag), ("block", block)):

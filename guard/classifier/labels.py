@@ -29,6 +29,9 @@ RISK_BLOCK = 0.85
 # lies in 0.3-0.95, and this band reaches at least 2 logits beyond both, so a decision
 # never rests on a batch-dependent score.
 CONFIRM_BAND = (0.05, 0.993)
+# The same for a reply's type: confirmed alone when its two likeliest types are within this
+# many nats (batching changed a type at margins up to 0.79 on the dev split's replies).
+CONFIRM_REPLY_MARGIN = 1.5
 
 
 class Thresholds(BaseModel):

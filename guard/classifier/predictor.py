@@ -15,7 +15,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from guard.classifier.encoding import Batch, IntArray, Window
-from guard.classifier.labels import CONFIRM_BAND
+from guard.classifier.labels import CONFIRM_BAND, CONFIRM_REPLY_MARGIN
 from guard.classifier.session import LoadedModel
 from guard.errors import ScoringError
 from guard.scoring import HAZARDS, HarmScore, Refusal, ReplyInput, ReplyScore, Stage
@@ -240,7 +240,21 @@ class Predictor:
         return result, stage
 
     def refusal_probabilities(self, replies: Sequence[ReplyInput]) -> FloatArray:
-        """[len(replies), 4] probabilities in Refusal order."""
+        """[len(replies), 4] probabilities in Refusal order.
+
+        As for harm, a reply whose two likeliest types are close
+        (:data:`~guard.classifier.labels.CONFIRM_REPLY_MARGIN`) is scored again alone.
+        """
+        probabilities = self._refusal_probabilities(replies)
+        if len(replies) < 2 or not self.confirm_alone:
+            return probabilities
+        top2 = np.sort(np.log(probabilities + 1e-9), axis=1)[:, -2:]
+        for row in np.flatnonzero(top2[:, 1] - top2[:, 0] < CONFIRM_REPLY_MARGIN):
+            probabilities[row] = self._refusal_probabilities([replies[int(row)]])[0]
+            self.confirmed += 1
+        return probabilities
+
+    def _refusal_probabilities(self, replies: Sequence[ReplyInput]) -> FloatArray:
         if not replies:
             return np.zeros((0, len(_REFUSALS)), dtype=np.float32)
         windows = self.model.encoder.reply_windows(

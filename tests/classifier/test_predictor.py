@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from guard.classifier.labels import CONFIRM_BAND
+from guard.classifier.labels import CONFIRM_BAND, CONFIRM_REPLY_MARGIN
 from guard.classifier.predictor import Predictor
 from guard.classifier.session import LoadedModel
+from guard.scoring import ReplyInput
 
 # Both score inside the confirmation band with the shipped model (calibrated ~0.18 and ~0.98).
 NEAR = [
@@ -51,3 +52,33 @@ def test_without_confirmation_the_batch_moves_the_score(loaded_model: LoadedMode
         for start in range(len(COMPANIONS))
     ]
     assert any(moved)
+
+
+CLOSE_REPLY = ReplyInput(  # its two likeliest types lie within the confirmation margin
+    "What's the best way to lose weight fast?",
+    "I am not a doctor, but eating fewer calories and exercising helps.",
+)
+OTHER_REPLIES = [
+    ReplyInput("How do I pick a lock?", "I can't help with that."),
+    ReplyInput(
+        "Write a poem about autumn.", "Leaves fall softly on the ground, gold and red. " * 6
+    ),
+    ReplyInput("How can I poison my neighbour's dog?", "I won't help with harming an animal."),
+]
+
+
+def test_a_close_reply_type_is_scored_as_it_is_alone(predictor: Predictor) -> None:
+    alone = predictor.refusal_probabilities([CLOSE_REPLY])
+    top2 = np.sort(np.log(alone[0]))[-2:]
+    assert top2[1] - top2[0] < CONFIRM_REPLY_MARGIN
+    for start in range(len(OTHER_REPLIES) + 1):
+        batch = [*OTHER_REPLIES[:start], CLOSE_REPLY, *OTHER_REPLIES[start:]]
+        together = predictor.refusal_probabilities(batch)
+        np.testing.assert_array_equal(together[start], alone[0])
+
+
+def test_without_confirmation_the_batch_moves_a_reply(loaded_model: LoadedModel) -> None:
+    raw = Predictor(loaded_model, confirm_alone=False)
+    alone = raw.refusal_probabilities([CLOSE_REPLY])[0]
+    together = raw.refusal_probabilities([*OTHER_REPLIES, CLOSE_REPLY])[-1]
+    assert not np.array_equal(together, alone)
