@@ -91,7 +91,8 @@ def measure(
     prompts = [e for e in dev if not e.is_reply]
     texts = [e.text for e in prompts]
     model = load_model(model_dir, intra_op_threads=2)
-    predictor = Predictor(model, confirm_alone=confirm)
+    confirmed: list[str] = []
+    predictor = Predictor(model, confirm_alone=confirm, on_confirm=confirmed.append)
     flag, block = model.labels.thresholds.flag, model.labels.thresholds.block
     alone = np.array([predictor.harm_probabilities([t])[0, 0] for t in texts])
     rng = random.Random(seed)
@@ -127,7 +128,7 @@ def measure(
         "decision_change_rate": round(flips / len(diffs), 4),
         "reply_comparisons": float(type_comparisons),
         "reply_type_changes": float(type_changes),
-        "confirmed_alone": float(predictor.confirmed),
+        "confirmed_alone": float(len(confirmed)),
     }
     for name, threshold in (("flag", flag), ("block", block)):
         predicted = alone >= threshold

@@ -35,6 +35,7 @@ STATUSES = ("2xx", "4xx", "5xx")  # label: status
 ACTIONS = ("flag", "block", "rewrite")  # label: decision, of category_actions
 OUTCOMES = ("fail_open", "fail_closed")  # label: outcome
 CASCADE_STAGES = ("sieve", "exit", "model")  # label: stage (guard.scoring.Stage)
+CONFIRMATION_KINDS = ("prompt", "reply")  # label: kind
 UPSTREAM_ERRORS = ("unavailable", "timeout", "bad_response")  # label: kind
 RELOAD_RESULTS = ("success", "failure")  # label: result
 
@@ -128,6 +129,12 @@ class GuardMetrics:
             ["stage"],
             registry=r,
         )
+        self.classifier_confirmations = Counter(
+            "guard_classifier_confirmations_total",
+            "Texts scored again alone because their batched score lay near a decision point.",
+            ["kind"],
+            registry=r,
+        )
         self.scoring_failures = Counter(
             "guard_scoring_failures_total",
             "Scoring errors and timeouts, by failure policy.",
@@ -217,6 +224,8 @@ class GuardMetrics:
             self.scoring_failures.labels(outcome=outcome)
         for stage in CASCADE_STAGES:
             self.cascade_texts.labels(stage=stage)
+        for kind in CONFIRMATION_KINDS:
+            self.classifier_confirmations.labels(kind=kind)
         for error in UPSTREAM_ERRORS:
             self.upstream_errors.labels(kind=error)
         for op in STORE_OPS:

@@ -6,7 +6,7 @@ training (threshold tuning) and evaluation call it directly.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,14 +72,24 @@ class Predictor:
     """Scores texts and replies with one :class:`LoadedModel`; safe to call from threads."""
 
     def __init__(
-        self, model: LoadedModel, max_windows_per_run: int = 64, *, confirm_alone: bool = True
+        self,
+        model: LoadedModel,
+        max_windows_per_run: int = 64,
+        *,
+        confirm_alone: bool = True,
+        on_confirm: Callable[[str], None] | None = None,
     ) -> None:
         self.model = model
         self._chunk = max_windows_per_run
         self._sieve_chunk = 4 * max_windows_per_run
         # Off only to measure what batching does to scores (benchmarks/batch_noise.py).
         self.confirm_alone = confirm_alone
-        self.confirmed = 0  # texts scored again alone, since construction
+        # Called with "prompt" or "reply" for each text scored again alone (metrics).
+        self._on_confirm = on_confirm
+
+    def _confirmed(self, kind: str) -> None:
+        if self._on_confirm is not None:
+            self._on_confirm(kind)
 
     def _chunks(self, windows: Sequence[Window], size: int) -> list[list[Window]]:
         # Sorting by length keeps padding small when long and short windows are mixed.
@@ -160,7 +170,7 @@ class Predictor:
                 alone = self._screened([texts[row]])
                 screened.probabilities[row] = alone.probabilities[0]
                 screened.stages[row] = alone.stages[0]
-                self.confirmed += 1
+                self._confirmed("prompt")
         return screened
 
     def _screened(self, texts: Sequence[str]) -> Screened:
@@ -251,7 +261,7 @@ class Predictor:
         top2 = np.sort(np.log(probabilities + 1e-9), axis=1)[:, -2:]
         for row in np.flatnonzero(top2[:, 1] - top2[:, 0] < CONFIRM_REPLY_MARGIN):
             probabilities[row] = self._refusal_probabilities([replies[int(row)]])[0]
-            self.confirmed += 1
+            self._confirmed("reply")
         return probabilities
 
     def _refusal_probabilities(self, replies: Sequence[ReplyInput]) -> FloatArray:

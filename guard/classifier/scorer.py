@@ -141,7 +141,12 @@ class OnnxScorer:
         metrics: GuardMetrics | None = None,
     ) -> None:
         self.model = model
-        self.predictor = Predictor(model)
+        self.predictor = Predictor(
+            model,
+            on_confirm=None
+            if metrics is None
+            else lambda kind: metrics.classifier_confirmations.labels(kind=kind).inc(),
+        )
         self._executor = ThreadPoolExecutor(
             max_workers=inference_threads, thread_name_prefix="guard-classifier"
         )

@@ -82,3 +82,13 @@ def test_without_confirmation_the_batch_moves_a_reply(loaded_model: LoadedModel)
     alone = raw.refusal_probabilities([CLOSE_REPLY])[0]
     together = raw.refusal_probabilities([*OTHER_REPLIES, CLOSE_REPLY])[-1]
     assert not np.array_equal(together, alone)
+
+
+def test_each_confirmation_is_reported(loaded_model: LoadedModel) -> None:
+    seen: list[str] = []
+    predictor = Predictor(loaded_model, on_confirm=seen.append)
+    predictor.harm_probabilities([*COMPANIONS, *NEAR])
+    predictor.refusal_probabilities([*OTHER_REPLIES, CLOSE_REPLY])
+    # Both near texts, and any companion whose batched score also lands in the band.
+    assert seen.count("prompt") >= len(NEAR)
+    assert seen.count("reply") == 1
