@@ -38,6 +38,7 @@ from guard.classifier.session import load_model
 from guard.classifier.sieve import TAIL_FILE
 from guard.scoring import ReplyInput
 from guard.training import data as data_mod
+from guard.training.evaluate import Binary
 
 
 def per_token(path: Path) -> int:
@@ -80,8 +81,14 @@ def per_token(path: Path) -> int:
     return replaced
 
 
-def decision(risk: float, flag: float, block: float) -> int:
-    return 2 if risk >= block else int(risk >= flag)
+def _random_batches(count: int, repeats: int, rng: random.Random) -> list[list[int]]:
+    """Indices 0..count-1, shuffled ``repeats`` times and cut into batches of 16."""
+    batches = []
+    for _ in range(repeats):
+        order = list(range(count))
+        rng.shuffle(order)
+        batches += [order[start : start + 16] for start in range(0, count, 16)]
+    return batches
 
 
 def measure(
@@ -93,31 +100,27 @@ def measure(
     model = load_model(model_dir, intra_op_threads=2)
     confirmed: list[str] = []
     predictor = Predictor(model, confirm_alone=confirm, on_confirm=confirmed.append)
-    flag, block = model.labels.thresholds.flag, model.labels.thresholds.block
+    labels = model.labels
+
+    def decision(risk: float) -> str:
+        return labels.decision(labels.calibrate(float(risk)))
+
     alone = np.array([predictor.harm_probabilities([t])[0, 0] for t in texts])
     rng = random.Random(seed)
     diffs, flips = [], 0
-    for _ in range(repeats):
-        order = list(range(len(texts)))
-        rng.shuffle(order)
-        for start in range(0, len(order), 16):
-            rows = order[start : start + 16]
-            batched = predictor.harm_probabilities([texts[i] for i in rows])[:, 0]
-            for i, risk in zip(rows, batched, strict=True):
-                diffs.append(abs(float(risk) - float(alone[i])))
-                flips += decision(risk, flag, block) != decision(alone[i], flag, block)
+    for rows in _random_batches(len(texts), repeats, rng):
+        batched = predictor.harm_probabilities([texts[i] for i in rows])[:, 0]
+        for i, risk in zip(rows, batched, strict=True):
+            diffs.append(abs(float(risk) - float(alone[i])))
+            flips += decision(risk) != decision(alone[i])
     replies = [ReplyInput(e.pair or "", e.text) for e in dev if e.is_reply]
     types_alone = [int(predictor.refusal_probabilities([r])[0].argmax()) for r in replies]
     type_changes = type_comparisons = 0
-    for _ in range(repeats):
-        order = list(range(len(replies)))
-        rng.shuffle(order)
-        for start in range(0, len(order), 16):
-            rows = order[start : start + 16]
-            batched = predictor.refusal_probabilities([replies[i] for i in rows])
-            for i, probabilities in zip(rows, batched, strict=True):
-                type_changes += int(probabilities.argmax()) != types_alone[i]
-                type_comparisons += 1
+    for rows in _random_batches(len(replies), repeats, rng):
+        batched = predictor.refusal_probabilities([replies[i] for i in rows])
+        for i, probabilities in zip(rows, batched, strict=True):
+            type_changes += int(probabilities.argmax()) != types_alone[i]
+            type_comparisons += 1
     harmful = np.array([bool(e.harmful) for e in prompts])
     result: dict[str, float] = {
         "texts": float(len(texts)),
@@ -130,14 +133,10 @@ def measure(
         "reply_type_changes": float(type_changes),
         "confirmed_alone": float(len(confirmed)),
     }
-    for name, threshold in (("flag", flag), ("block", block)):
-        predicted = alone >= threshold
-        tp = float((predicted & harmful).sum())
-        fp = float((predicted & ~harmful).sum())
-        fn = float((~predicted & harmful).sum())
-        result[f"dev_f1_at_{name}"] = round(2 * tp / (2 * tp + fp + fn), 4)
-        result[f"dev_recall_at_{name}"] = round(tp / (tp + fn), 4)
-        result[f"dev_fpr_at_{name}"] = round(fp / float((~harmful).sum()), 4)
+    for name, threshold in (("flag", labels.thresholds.flag), ("block", labels.thresholds.block)):
+        counts = Binary.of(harmful, alone >= threshold).summary()
+        for measure_ in ("f1", "recall", "fpr"):
+            result[f"dev_{measure_}_at_{name}"] = counts[measure_]
     return result
 
 
