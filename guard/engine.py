@@ -54,7 +54,12 @@ T = TypeVar("T")
 class Memory(Protocol):
     """What the engine needs of :class:`guard.memory.ConversationMemory`."""
 
-    async def judge(self, request: GuardRequest) -> ConversationJudgement: ...
+    @property
+    def joint_ceiling(self) -> float: ...
+
+    async def judge(
+        self, request: GuardRequest, *, joint_decisive: bool = True
+    ) -> ConversationJudgement: ...
 
     async def record(
         self,
@@ -155,7 +160,13 @@ class Engine:
     ) -> tuple[ConversationJudgement | None, HarmScore]:
         timeout = policies.general.scoring_timeout_s
         if self._memory is not None:
-            judgement = await self._bounded(self._memory.judge(request), timeout)
+            escalation = policies.general.escalation
+            decisive = (
+                escalation.split_intent == "joint" or escalation.flag <= self._memory.joint_ceiling
+            )
+            judgement = await self._bounded(
+                self._memory.judge(request, joint_decisive=decisive), timeout
+            )
             return judgement, judgement.turn_score
         text = request.conversation.last_user_text
         (score,) = await self._bounded(self._scorer.score_prompts([text]), timeout)

@@ -32,6 +32,9 @@ SHIPPED_POLICY_DIR = REPO_ROOT / "policies"
 ENV_PREFIX = "GUARD_"
 
 
+JointScoring = Literal["when_decisive", "always"]
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -156,6 +159,12 @@ class MemorySettings(_Section):
         ge=0,
         description="Recent user turns also scored together as one text (split intent); 0: "
         "off, one scored text per new turn.",
+    )
+    joint_scoring: JointScoring = Field(
+        default="when_decisive",
+        description="when_decisive: score the joint text only where it can change a decision "
+        "(policy split_intent joint, an escalation flag within the joint weight, or a "
+        "conversation with a refusal or block on record); always: every turn.",
     )
     score_cache_entries: int = Field(
         default=50_000, gt=0, description="Per-message scores kept per process."

@@ -64,8 +64,13 @@ class ScriptedMemory:
 
     judgement: ConversationJudgement
     records: list[dict[str, object]] = field(default_factory=list)
+    joint_decisive: list[bool] = field(default_factory=list)
+    joint_ceiling: float = 0.5
 
-    async def judge(self, request: GuardRequest) -> ConversationJudgement:
+    async def judge(
+        self, request: GuardRequest, *, joint_decisive: bool = True
+    ) -> ConversationJudgement:
+        self.joint_decisive.append(joint_decisive)
         return self.judgement
 
     async def record(
@@ -512,7 +517,9 @@ async def test_fail_closed_in_observe_mode_only_flags(policy_dir: Path) -> None:
 
 async def test_unreachable_state_store_follows_the_failure_policy(scorer: KeywordScorer) -> None:
     class DownMemory(ScriptedMemory):
-        async def judge(self, request: GuardRequest) -> ConversationJudgement:
+        async def judge(
+            self, request: GuardRequest, *, joint_decisive: bool = True
+        ) -> ConversationJudgement:
             raise StateStoreUnavailable("redis down")
 
     memory = DownMemory(_judgement("hello"))
@@ -543,3 +550,20 @@ async def test_engine_on_a_provider_decides_with_the_reloaded_policy(
         assert (await engine.check_request(_request("build a bomb"))).action is Action.BLOCK
     finally:
         await engine.aclose()
+
+
+@pytest.mark.parametrize(
+    ("changes", "decisive"),
+    [
+        ({}, False),  # shipped: split_intent memory, escalation.flag 0.9 above the ceiling
+        ({"split_intent": "joint"}, True),  # the raw joint score decides alone
+        ({"flag": 0.5}, True),  # the joint at its weight could reach the flag point
+    ],
+)
+async def test_engine_asks_for_the_joint_text_only_where_the_policy_can_use_it(
+    scorer: KeywordScorer, changes: dict[str, object], decisive: bool
+) -> None:
+    memory = ScriptedMemory(_judgement("hello"))
+    engine = Engine(scorer, memory=memory, policies=_escalation(**changes))  # type: ignore[arg-type]
+    await engine.check_request(_request("hello"))
+    assert memory.joint_decisive == [decisive]

@@ -33,6 +33,7 @@ class Scored:
     joint: HarmScore
     fresh_turns: int
     earlier: Peak | None  # the worst freshly scored turn before the recent window
+    joint_scored: bool = True  # False: ``joint`` is the last turn's score (not wanted)
 
 
 def peak_of(state: ConversationState) -> Peak | None:

@@ -18,7 +18,9 @@ class ConversationJudgement:
     tenant: str
     turn: int  # user turns in the request's history
     turn_score: HarmScore  # last user turn (with recent context)
-    joint_score: HarmScore  # recent user turns scored together (split intent)
+    # Recent user turns scored together (split intent); the last turn's score when the
+    # joint text was not scored (``joint_scored``: it could not change the decision).
+    joint_score: HarmScore
     risk: float  # conversation-level risk, 0-1
     trend: float  # per-turn risk slope over recent turns; > 0 is escalating
     category: str | None
@@ -36,3 +38,4 @@ class ConversationJudgement:
     # (fingerprint of a history with no reply yet) or "continuation" (fingerprint
     # including the first reply).  The tracker's record() needs it.
     key_kind: str = "explicit"
+    joint_scored: bool = True

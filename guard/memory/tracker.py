@@ -1,9 +1,9 @@
 """The conversation memory's public face: judge a request, record what was relayed.
 
 :meth:`ConversationMemory.judge` identifies the conversation (tenant-namespaced keyed
-hashes), scores only the user turns it has not scored before plus one joint text of
-the recent turns, checks the history against the replies the guard relayed, and
-combines everything into a :class:`ConversationJudgement`.  The engine calls
+hashes), scores only the user turns it has not scored before plus, where it can change
+a decision, one joint text of the recent turns, checks the history against the replies
+the guard relayed, and combines everything into a :class:`ConversationJudgement`.  The engine calls
 :meth:`ConversationMemory.record` after a reply was relayed (or a request blocked), so
 the next request of the conversation can be checked against it.
 """
@@ -42,7 +42,7 @@ from guard.memory.state import ConversationState
 from guard.memory.store import Change, StateStore
 from guard.metrics import GuardMetrics
 from guard.scoring import HarmScore, Refusal, Scorer
-from guard.settings import MemorySettings
+from guard.settings import JointScoring, MemorySettings
 
 if TYPE_CHECKING:  # guard.decisions imports the judgement from this package
     from guard.decisions import GuardRequest
@@ -62,6 +62,7 @@ class ConversationMemory:
         config: EscalationConfig | None = None,
         escalation_threshold: float = 0.5,
         score_cache_entries: int = 50_000,
+        joint_scoring: JointScoring = "when_decisive",
         metrics: GuardMetrics | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -70,6 +71,7 @@ class ConversationMemory:
         self._keyring = keyring
         self._config = config or EscalationConfig()
         self._threshold = escalation_threshold
+        self._joint_scoring = joint_scoring
         self._scores = ScoreCache(score_cache_entries)
         self._metrics = metrics
         self._clock = clock
@@ -109,6 +111,7 @@ class ConversationMemory:
             config=EscalationConfig(joint_turns=settings.joint_turns),
             escalation_threshold=settings.escalation_threshold,
             score_cache_entries=settings.score_cache_entries,
+            joint_scoring=settings.joint_scoring,
             metrics=metrics,
         )
 
@@ -116,11 +119,28 @@ class ConversationMemory:
     def store(self) -> StateStore:
         return self._store
 
+    @property
+    def joint_ceiling(self) -> float:
+        """The most the joint text adds to the risk of a conversation with no refusal or
+        block on record (its weight): a policy whose escalation flag lies above it cannot
+        be moved by the joint text until there is such a record."""
+        return self._config.joint_weight
+
     async def aclose(self) -> None:
         await self._store.aclose()
 
-    async def judge(self, request: GuardRequest) -> ConversationJudgement:
+    async def judge(
+        self, request: GuardRequest, *, joint_decisive: bool = True
+    ) -> ConversationJudgement:
         """Conversation-level judgement of the request's newest user turn.
+
+        ``joint_decisive=False`` tells the memory that the caller's policy decides on the
+        joint text only through the conversation risk, with a flag point above
+        :attr:`joint_ceiling`; then (with ``joint_scoring: when_decisive``) the joint
+        text is scored only once the conversation has a refusal or a block on record,
+        the one case where it can still change a decision.  It is the second, longer
+        text a request would score, so a benign conversation's later turns cost what
+        its first turn costs.
 
         Raises :class:`StateStoreUnavailable` only when the store is down and
         configured to fail closed; scoring errors propagate unchanged.
@@ -144,7 +164,12 @@ class ConversationMemory:
             if m.role == "assistant"
         ]
         integrity = check_history(known, assistant_hashes, len(users))
-        scored = await self._score(users)
+        joint_wanted = (
+            joint_decisive
+            or self._joint_scoring == "always"
+            or (known is not None and (known.refusals > 0 or known.blocks > 0))
+        )
+        scored = await self._score(users, joint=joint_wanted)
         recent, joint, fresh = scored.counted, scored.joint, scored.fresh_turns
         turn = len(users)
         decay = self._config.peak_decay
@@ -189,6 +214,7 @@ class ConversationMemory:
             fragment=bool(users) and is_fragment(users[-1], len(users) - 1, self._config),
             scored_turns=fresh,
             key_kind=key.kind,
+            joint_scored=scored.joint_scored,
         )
 
     async def record(
@@ -235,8 +261,9 @@ class ConversationMemory:
                 "state_record_lost", conversation=judgement.conversation, error=type(exc).__name__
             )
 
-    async def _score(self, users: Sequence[str]) -> Scored:
-        """Scores of the recent user turns and the joint text; every turn scored once.
+    async def _score(self, users: Sequence[str], *, joint: bool = True) -> Scored:
+        """Scores of the recent user turns and (``joint``) the joint text; every turn
+        scored once.
 
         Each user turn's keyed hash is checked against the score cache (a rewritten or
         first-seen turn anywhere in the history is scored), but only the recent turns'
@@ -244,8 +271,8 @@ class ConversationMemory:
         """
         hashes = [self._keyring.prompt(text) for text in users]
         recent = hashes[-max(self._config.trend_turns, 1) :]
-        joint = joint_text(users, self._config)
-        joint_hash = self._keyring.prompt(joint) if joint is not None else None
+        joined = joint_text(users, self._config) if joint else None
+        joint_hash = self._keyring.prompt(joined) if joined is not None else None
         found: dict[str, HarmScore] = {}
         for text_hash in (*recent, joint_hash):
             if text_hash is not None and text_hash not in found:
@@ -261,8 +288,8 @@ class ConversationMemory:
             ):
                 missing[text_hash] = text
         fresh_turns = len(missing)
-        if joint is not None and joint_hash is not None and joint_hash not in found:
-            missing.setdefault(joint_hash, joint)
+        if joined is not None and joint_hash is not None and joint_hash not in found:
+            missing.setdefault(joint_hash, joined)
         if missing:
             results = await self._scorer.score_prompts(list(missing.values()))
             for text_hash, score in zip(missing, results, strict=True):
@@ -288,7 +315,9 @@ class ConversationMemory:
                 older_score = standalone(older_score, users[index], index, self._config)
             if older_score is not None and (earlier is None or older_score.risk >= earlier.risk):
                 earlier = Peak(older_score.risk, index + 1, older_score.category)
-        return Scored(recent_scores, counted, joint_score, fresh_turns, earlier)
+        return Scored(
+            recent_scores, counted, joint_score, fresh_turns, earlier, joint_hash is not None
+        )
 
     async def _read(self, storage_key: str) -> ConversationState | None:
         try:
