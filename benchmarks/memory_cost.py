@@ -14,6 +14,11 @@ process's RSS growth; plus the per-message score cache at its default bound.
 
     python3 -m benchmarks.memory_cost --scorer keyword
     python3 -m benchmarks.memory_cost --scorer onnx --model-dir models
+
+The conversations are benign and never refused, so under the shipped policy
+(``--no-joint-decisive``, the default) the joint text is never scored; with
+``--joint-decisive`` it is scored on every turn from turn 2, as under
+``split_intent: joint`` or ``memory.joint_scoring: always``.
 """
 
 from __future__ import annotations
@@ -80,14 +85,20 @@ def _request(conversation: int, messages: list[Message]) -> GuardRequest:
 
 
 async def latency_at(
-    memory: ConversationMemory, scorer: SwitchScorer, turn: int, count: int, offset: int
+    memory: ConversationMemory,
+    scorer: SwitchScorer,
+    turn: int,
+    count: int,
+    offset: int,
+    *,
+    joint_decisive: bool = False,
 ) -> list[float]:
     samples = []
     for c in range(offset, offset + count):
         history: list[Message] = [Message("system", "You are a helpful assistant.")]
         for t in range(1, turn):
             history.append(Message("user", USER.format(t=t, c=c)))
-            judgement = await memory.judge(_request(c, history))
+            judgement = await memory.judge(_request(c, history), joint_decisive=joint_decisive)
             reply = REPLY.format(t=t, c=c)
             await memory.record(
                 judgement, relayed=reply, refusal=None, category=None, blocked=False
@@ -97,7 +108,7 @@ async def latency_at(
         request = _request(c, history)
         scorer.timing = True
         started = time.perf_counter()
-        await memory.judge(request)
+        await memory.judge(request, joint_decisive=joint_decisive)
         samples.append(time.perf_counter() - started)
         scorer.timing = False
     return samples
@@ -180,7 +191,7 @@ async def main_async(args: argparse.Namespace) -> None:
         await latency_at(memory, scorer, 3, 2, offset=10_000_000)
         print(
             f"## memory_cost: scorer={args.scorer}, joint_turns={args.joint_turns}, "
-            f"joint_chars={args.joint_chars}, "
+            f"joint_chars={args.joint_chars}, joint_decisive={args.joint_decisive}, "
             "in-memory store, judge() latency\n"
         )
         print("| turn | conversations | median ms | p90 ms | median / turn 1 |")
@@ -193,7 +204,9 @@ async def main_async(args: argparse.Namespace) -> None:
             for turn in args.turns:
                 if turn > 50 and round_ % 4:
                     continue
-                samples[turn] += await latency_at(memory, scorer, turn, 1, offset)
+                samples[turn] += await latency_at(
+                    memory, scorer, turn, 1, offset, joint_decisive=args.joint_decisive
+                )
                 offset += 1
         base = statistics.median(samples[args.turns[0]])
         for turn in args.turns:
@@ -236,6 +249,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="user turns scored jointly (0: joint scoring off, memory.joint_turns)",
     )
     parser.add_argument("--joint-chars", type=int, default=EscalationConfig().joint_chars)
+    parser.add_argument(
+        "--joint-decisive",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="judge as under a policy the joint text can decide (split_intent: joint): "
+        "joint text scored every turn; default: as the engine judges under the shipped "
+        "policy (joint text scored once a refusal or block is on record)",
+    )
     args = parser.parse_args(argv)
     asyncio.run(main_async(args))
     return 0
