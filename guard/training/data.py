@@ -249,7 +249,7 @@ def benign_prompts(train: Path, rng: random.Random) -> Iterator[Example]:
         for text in contrast:
             yield _benign(text, "repo_benign")
     direct = [str(row["text"]) for row in _jsonl(DATA_DIR / "direct_benign.jsonl")]
-    for _ in range(2):  # v4b: ~420 lines against ~460 direct harmful ones
+    for _ in range(3):  # a few dozen lines against ~460 direct harmful ones
         for text in direct:
             yield _benign(text, "repo_benign")
 

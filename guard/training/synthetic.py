@@ -522,7 +522,7 @@ def main() -> None:
     from guard.training import direct
 
     direct_harmful = direct.harmful_rows(random.Random(SEED + 4))  # noqa: S311
-    direct_benign = direct.benign_rows(random.Random(SEED + 5))  # noqa: S311
+    direct_benign = direct.benign_rows()
     _write(DATA_DIR / "direct_harmful.jsonl", direct_harmful)
     _write(DATA_DIR / "direct_benign.jsonl", direct_benign)
     print(f"direct_harmful={len(direct_harmful)} direct_benign={len(direct_benign)}")

@@ -7,7 +7,7 @@ import random
 from pathlib import Path
 
 from guard.scoring import HAZARDS, Refusal
-from guard.training import contrast, direct, refusal_styles
+from guard.training import contrast, refusal_styles
 from guard.training.synthetic import DATA_DIR, SEED
 
 
@@ -19,27 +19,6 @@ def _rows(name: str) -> list[dict[str, object]]:
 def test_committed_contrast_files_are_what_the_generator_writes() -> None:
     assert _rows("contrast_harmful.jsonl") == contrast.harmful_rows(random.Random(SEED + 1))
     assert _rows("contrast_benign.jsonl") == contrast.benign_rows(random.Random(SEED + 2))
-    assert _rows("direct_harmful.jsonl") == direct.harmful_rows(random.Random(SEED + 4))
-    assert _rows("direct_benign.jsonl") == direct.benign_rows(random.Random(SEED + 5))
-
-
-def test_direct_rows_share_their_frames_between_harmful_and_benign() -> None:
-    harmful = direct.harmful_rows(random.Random(4))
-    benign = direct.benign_rows(random.Random(5))
-    assert {row["category"] for row in harmful} <= set(HAZARDS)
-    assert all("{" not in str(row["text"]) for row in harmful + benign)  # every slot filled
-    assert not {row["text"] for row in harmful} & {row["text"] for row in benign}
-
-    def frames(rows: list[dict[str, object]]) -> set[str]:
-        # A frame is recognised by its opening words (every frame starts differently).
-        return {
-            frame
-            for frame in direct.FRAMES
-            for row in rows
-            if str(row["text"]).startswith(frame.split("{a}")[0])
-        }
-
-    assert frames(harmful) == frames(benign) == set(direct.FRAMES)
 
 
 def test_contrast_rows_are_labelled_and_cover_every_hazard() -> None:
@@ -58,12 +37,6 @@ def test_varied_replies_cover_every_refusal_type() -> None:
 
 
 def test_added_data_stays_small() -> None:
-    names = (
-        "contrast_harmful.jsonl",
-        "contrast_benign.jsonl",
-        "replies_varied.jsonl",
-        "direct_harmful.jsonl",
-        "direct_benign.jsonl",
-    )
+    names = ("contrast_harmful.jsonl", "contrast_benign.jsonl", "replies_varied.jsonl")
     assert sum((DATA_DIR / n).stat().st_size for n in names) < 1_000_000
     assert all(Path(DATA_DIR / n).is_file() for n in names)
