@@ -23,7 +23,8 @@ import numpy as np
 from guard.classifier.predictor import Predictor
 from guard.classifier.session import load_model
 from guard.classifier.sieve import EXIT_LABELS_FILE, SIEVE_LABELS_FILE
-from guard.scoring import Refusal, ReplyInput
+from guard.scoring import HAZARDS, Refusal, ReplyInput
+from guard.training import taxonomy
 
 csv.field_size_limit(10_000_000)
 
@@ -167,6 +168,68 @@ def evaluate_prompts(
     return results
 
 
+# SimpleSafetyTests harm areas with one clear hazard; "Illegal and Highly Regulated items"
+# (weapons, drugs, ...) and "Child safety" (abuse of many kinds) span several and are left out.
+SST_HAZARDS = {
+    "Suicide, Self-Harm, and Eating Disorders": "suicide_self_harm",
+    "Physical harm and Violence": "violent_crimes",
+    "Scams and fraud": "non_violent_crimes",
+}
+
+
+def category_sets(eval_dir: Path) -> dict[str, tuple[list[str], list[str]]]:
+    """name -> (harmful texts, their hazard) where the set's own label names one hazard.
+
+    HarmBench's semantic categories go through the training map (taxonomy.HARMBENCH) but
+    only where it maps a category outright; those it leaves to the keyword rule
+    (misinformation, "illegal", "harmful") would be graded against a rule, not a label.
+    """
+    rows = _csv(eval_dir / "harmbench/harmbench_behaviors_text_test.csv")
+    direct = [r for r in rows if taxonomy.HARMBENCH.get(r["SemanticCategory"]) is not None]
+    sst = [
+        r
+        for r in _csv(eval_dir / "simplesafetytests/simplesafetytests_test_cases.csv")
+        if r["harm_area"] in SST_HAZARDS
+    ]
+    return {
+        "harmbench_test": (
+            [r["Behavior"] for r in direct],
+            [str(taxonomy.HARMBENCH[r["SemanticCategory"]]) for r in direct],
+        ),
+        "simplesafetytests": (
+            [r["prompts_final"] for r in sst],
+            [SST_HAZARDS[r["harm_area"]] for r in sst],
+        ),
+    }
+
+
+def evaluate_categories(predictor: Predictor, eval_dir: Path) -> dict[str, object]:
+    """How often the hazard head ranks a harmful prompt's labelled hazard first / in its top 3."""
+    results: dict[str, object] = {}
+    for name, (texts, hazards) in category_sets(eval_dir).items():
+        ranked = np.argsort(-predictor.harm_probabilities(texts)[:, 1:], axis=1)
+        rank = np.array(
+            [list(order).index(HAZARDS.index(h)) for order, h in zip(ranked, hazards, strict=True)]
+        )
+        per_hazard: dict[str, dict[str, float]] = {}
+        for hazard in sorted(set(hazards)):
+            rows = np.array([h == hazard for h in hazards])
+            firsts = [HAZARDS[int(i)] for i in ranked[rows, 0]]
+            per_hazard[hazard] = {
+                "n": int(rows.sum()),
+                "top1": round(float((rank[rows] == 0).mean()), 4),
+                "top3": round(float((rank[rows] < 3).mean()), 4),
+                "most_often_first": max(set(firsts), key=firsts.count),
+            }
+        results[name] = {
+            "n": len(texts),
+            "top1": round(float((rank == 0).mean()), 4),
+            "top3": round(float((rank < 3).mean()), 4),
+            "by_hazard": per_hazard,
+        }
+    return results
+
+
 def evaluate_cascade(
     cascade: Predictor, eval_dir: Path, flag: float, block: float
 ) -> dict[str, object]:
@@ -286,6 +349,11 @@ def markdown(results: dict[str, object]) -> str:
         lines.append(
             f"| {name} | {m['n']} | {m['f1']:.3f} | {m['fpr']:.3f} | {s['f1']:.3f} | {s['fpr']:.3f} |"  # noqa: E501
         )
+    categories = results.get("categories")
+    if isinstance(categories, dict):
+        lines += ["", "| category set | n | top-1 | top-3 |", "|---|---|---|---|"]
+        for name, value in categories.items():
+            lines.append(f"| {name} | {value['n']} | {value['top1']:.3f} | {value['top3']:.3f} |")
     cascade = results.get("cascade")
     if isinstance(cascade, dict):
         lines += [
@@ -314,9 +382,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="default: <model>/evaluation.json")
     parser.add_argument(
         "--only",
-        choices=("all", "cascade"),
+        choices=("all", "cascade", "categories"),
         default="all",
-        help="cascade: re-run only the sieve + model section, keep the rest of --json",
+        help="cascade / categories: re-run only that section, keep the rest of --json",
     )
     args = parser.parse_args(argv)
     model = load_model(args.model, intra_op_threads=args.threads, model_file=args.model_file)
@@ -325,9 +393,11 @@ def main(argv: list[str] | None = None) -> int:
     out = args.json or args.model / "evaluation.json"
     started = time.perf_counter()
     results: dict[str, object]
-    if args.only == "cascade":
+    if args.only != "all":
         results = json.loads(out.read_text(encoding="utf-8"))
-    else:
+    if args.only == "categories":
+        results["categories"] = evaluate_categories(Predictor(model), eval_dir)
+    elif args.only == "all":
         predictor = Predictor(model)
         results = {
             "model_version": model.labels.model_version,
@@ -335,8 +405,9 @@ def main(argv: list[str] | None = None) -> int:
             "thresholds": {"flag": thresholds.flag, "block": thresholds.block},
             "prompts": evaluate_prompts(predictor, eval_dir, thresholds.flag, thresholds.block),
             "replies": evaluate_replies(predictor, eval_dir),
+            "categories": evaluate_categories(predictor, eval_dir),
         }
-    if (args.model / SIEVE_LABELS_FILE).is_file():
+    if args.only != "categories" and (args.model / SIEVE_LABELS_FILE).is_file():
         served = load_model(
             args.model,
             intra_op_threads=args.threads,
