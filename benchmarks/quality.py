@@ -163,6 +163,25 @@ def reply_rows(evaluation: dict[str, Any] | None) -> list[str]:
     return rows + extra
 
 
+def category_rows(evaluation: dict[str, Any] | None) -> list[str]:
+    """Hazard ranking on prompts whose own label names one hazard (model card, Categories)."""
+    categories = (evaluation or {}).get("categories")
+    if not categories:
+        return []
+    rows = [
+        "#### Hazard categories (same command; top-1 / top-3 = the labelled hazard ranked "
+        "first / among the first three)",
+        "",
+        "| set | n graded | top-1 | top-3 | published anchors |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for name, value in categories.items():
+        rows.append(
+            f"| {name} | {value['n']} | {_num(value['top1'])} | {_num(value['top3'])} | - |"
+        )
+    return [*rows, ""]
+
+
 def multiturn_rows(multiturn: dict[str, Any] | None) -> list[str]:
     m = multiturn or {}
     who = "guard (engine)" if m.get("through") == "engine" else "memory"
@@ -249,6 +268,7 @@ def render(
         *prompt_rows(evaluation),
         "",
         *cascade_rows(evaluation),
+        *category_rows(evaluation),
         "#### Refusal detection on replies (same command; refusal = full or partial)",
         "",
         "| set | n | model F1 | model FPR | keyword (string match) F1 | keyword FPR "
