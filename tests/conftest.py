@@ -3,11 +3,25 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import structlog
 from prometheus_client import CollectorRegistry
 from servers import FakeUpstream, ServerThread, fake_upstream_app
 
 from guard.metrics import GuardMetrics
 from guard.testing import KeywordScorer
+
+
+@pytest.fixture(autouse=True)
+def quiet_structlog() -> Iterator[None]:
+    """Log events render to nothing unless a test configures logging or captures them.
+
+    Without this, structlog's default prints to whatever ``sys.stdout`` was when a logger
+    was made, and a server thread's event can land on the terminal between tests.
+    """
+    structlog.configure(logger_factory=structlog.ReturnLoggerFactory())
+    yield
+    structlog.reset_defaults()
+    structlog.configure(logger_factory=structlog.ReturnLoggerFactory())
 
 
 @pytest.fixture
