@@ -5,7 +5,9 @@ Four signals, combined in :func:`assess`:
 * per-turn scores: the newest user turn alone;
 * the joint score: the last ``joint_turns`` user turns joined (by spaces, so a phrase
   cut across turns reads whole) and scored as one text,
-  which catches a harmful request split across turns (each piece harmless);
+  which catches a harmful request split across turns (each piece harmless); the tracker
+  scores it only where it can change a decision (``ConversationMemory.judge``), and
+  :func:`assess` is then handed the newest turn's score in its place;
 * the trend: the least-squares slope of per-turn risk over the last ``trend_turns``
   turns (Crescendo: each turn a little worse), added as a bonus when positive;
 * the record: the conversation's peak risk carried forward with a per-turn decay, and
