@@ -8,8 +8,7 @@ harmful prompts
     forbidden questions (8 of 13 policies; see ``taxonomy.FORBIDDEN_QUESTIONS_EXCLUDED``),
     in-the-wild jailbreak templates (harmful, category unknown: category loss masked),
     JailbreakBench PAIR adversarial prompts, the *last* user turn of each ActorAttack
-    conversation, and the repo's templated harmful prompts, short direct contrasts and
-    plain requests in many phrasings (v4).
+    conversation, and the repo's templated harmful prompts and short direct contrasts.
 benign prompts
     self_instruct, vicuna_bench, oasst1, gsm8k (subsampled), humaneval, CyberSecEval
     false-refusal prompts (train half), MT-Bench-101 user turns, tom-gibbs conversations
@@ -193,8 +192,6 @@ def harmful_prompts(train: Path, rng: random.Random) -> Iterator[Example]:
     for _ in range(2):  # the harmful half of the contrast pairs, as often as the benign half
         for row in _jsonl(DATA_DIR / "contrast_harmful.jsonl"):
             yield _harm(str(row["text"]), "repo_contrast_harmful", str(row["category"]))
-    for row in _jsonl(DATA_DIR / "direct_harmful.jsonl"):
-        yield _harm(str(row["text"]), "repo_direct_harmful", str(row["category"]))
 
 
 def _user_turns(path: Path, rng: random.Random, limit: int, joined: bool = False) -> list[str]:
@@ -247,10 +244,6 @@ def benign_prompts(train: Path, rng: random.Random) -> Iterator[Example]:
     contrast = [str(row["text"]) for row in _jsonl(DATA_DIR / "contrast_benign.jsonl")]
     for _ in range(2):
         for text in contrast:
-            yield _benign(text, "repo_benign")
-    direct = [str(row["text"]) for row in _jsonl(DATA_DIR / "direct_benign.jsonl")]
-    for _ in range(3):  # a few dozen lines against ~460 direct harmful ones
-        for text in direct:
             yield _benign(text, "repo_benign")
 
 

@@ -518,14 +518,6 @@ def main() -> None:
         f"contrast_harmful={len(contrast_harmful)} contrast_benign={len(contrast_benign)} "
         f"replies_varied={len(varied)}"
     )
-    # Third generation (v4): direct requests in many frames, their own seed again.
-    from guard.training import direct
-
-    direct_harmful = direct.harmful_rows(random.Random(SEED + 4))  # noqa: S311
-    direct_benign = direct.benign_rows()
-    _write(DATA_DIR / "direct_harmful.jsonl", direct_harmful)
-    _write(DATA_DIR / "direct_benign.jsonl", direct_benign)
-    print(f"direct_harmful={len(direct_harmful)} direct_benign={len(direct_benign)}")
 
 
 if __name__ == "__main__":
