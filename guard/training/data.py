@@ -71,6 +71,25 @@ class Example:
         return self.pair is not None
 
 
+# The repo's own example files this loader reads; guard.training.synthetic writes them
+# (tests/training/test_synthetic.py checks that the two lists agree).
+REPO_FILES = (
+    "harmful_prompts.jsonl",
+    "benign_lookalikes.jsonl",
+    "replies.jsonl",
+    "contrast_harmful.jsonl",
+    "contrast_benign.jsonl",
+    "replies_varied.jsonl",
+)
+
+
+def _repo(name: str) -> Iterator[dict[str, object]]:
+    """Rows of one of :data:`REPO_FILES`."""
+    if name not in REPO_FILES:
+        raise ValueError(f"{name} is not one of the repo's example files {REPO_FILES}")
+    return _jsonl(DATA_DIR / name)
+
+
 def _jsonl(path: Path) -> Iterator[dict[str, object]]:
     with path.open(encoding="utf-8") as handle:
         for line in handle:
@@ -187,10 +206,10 @@ def harmful_prompts(train: Path, rng: random.Random) -> Iterator[Example]:
                 "actorattack_last",
                 taxonomy.map_category(taxonomy.ACTORATTACK, str(conv["category"]), last),
             )
-    for row in _jsonl(DATA_DIR / "harmful_prompts.jsonl"):
+    for row in _repo("harmful_prompts.jsonl"):
         yield _harm(str(row["text"]), "repo_harmful", str(row["category"]))
     for _ in range(2):  # the harmful half of the contrast pairs, as often as the benign half
-        for row in _jsonl(DATA_DIR / "contrast_harmful.jsonl"):
+        for row in _repo("contrast_harmful.jsonl"):
             yield _harm(str(row["text"]), "repo_contrast_harmful", str(row["category"]))
 
 
@@ -237,11 +256,11 @@ def benign_prompts(train: Path, rng: random.Random) -> Iterator[Example]:
         users = [str(m["content"]) for m in conv["messages"] if m["role"] == "user"]  # type: ignore[attr-defined,index]
         if len(users) >= 3:
             yield _benign(users[0], "actorattack_first")
-    lookalikes = [str(row["text"]) for row in _jsonl(DATA_DIR / "benign_lookalikes.jsonl")]
+    lookalikes = [str(row["text"]) for row in _repo("benign_lookalikes.jsonl")]
     for _ in range(3):  # small but important: the lookalikes are what keeps false positives down
         for text in lookalikes:
             yield _benign(text, "repo_benign")
-    contrast = [str(row["text"]) for row in _jsonl(DATA_DIR / "contrast_benign.jsonl")]
+    contrast = [str(row["text"]) for row in _repo("contrast_benign.jsonl")]
     for _ in range(2):
         for text in contrast:
             yield _benign(text, "repo_benign")
@@ -249,7 +268,7 @@ def benign_prompts(train: Path, rng: random.Random) -> Iterator[Example]:
 
 def replies(train: Path, rng: random.Random) -> Iterator[Example]:
     for name in ("replies.jsonl", "replies_varied.jsonl"):
-        for row in _jsonl(DATA_DIR / name):
+        for row in _repo(name):
             prompt, reply = str(row["prompt"]), str(row["reply"])
             yield _reply(prompt, reply, "repo_replies", str(row["refusal"]))
     for path in sorted(glob.glob(str(train / "jbb_artifacts/attack-artifacts/*/*/*.json"))):

@@ -6,8 +6,10 @@ import json
 import random
 from pathlib import Path
 
+import pytest
+
 from guard.scoring import HAZARDS, Refusal
-from guard.training import contrast, refusal_styles
+from guard.training import contrast, data, refusal_styles, synthetic
 from guard.training.synthetic import DATA_DIR, SEED
 
 
@@ -40,3 +42,13 @@ def test_added_data_stays_small() -> None:
     names = ("contrast_harmful.jsonl", "contrast_benign.jsonl", "replies_varied.jsonl")
     assert sum((DATA_DIR / n).stat().st_size for n in names) < 1_000_000
     assert all(Path(DATA_DIR / n).is_file() for n in names)
+
+
+def test_the_loader_reads_exactly_the_files_the_generator_writes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    written: list[str] = []
+    monkeypatch.setattr(synthetic, "_write", lambda path, rows: written.append(path.name))
+    synthetic.main()
+    assert sorted(written) == sorted(data.REPO_FILES)
+    assert all((DATA_DIR / name).stat().st_size > 0 for name in data.REPO_FILES)
