@@ -38,6 +38,7 @@ from benchmarks.harness.load import NumberedBody, WrkResult, wrk
 from benchmarks.harness.upstream import Chunking
 
 ALL_TARGETS = ["direct", "nginx", "guard-observe", "guard-enforce", "guard-enforce-hold", "litellm"]
+# Not in the default run: guard-enforce-forwarding (with --first-ms), guard-enforce-httpx.
 HOLD = "guard-enforce-hold"  # streams only: non-streaming replies are judged whole anyway
 ALL_TABLES = ["latency", "hop", "stream", "turns", "memory"]
 
@@ -243,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams", type=int, default=15, help="streams per target per repeat")
     parser.add_argument("--chunk-chars", type=int, default=Chunking.chars)
     parser.add_argument("--chunk-delay-ms", type=float, default=Chunking.delay_ms)
+    parser.add_argument(
+        "--first-ms", type=float, default=Chunking.first_ms, help="the fake model's time to answer"
+    )
     parser.add_argument("--turns", type=_ints, default=[1, 10, 50, 200])
     parser.add_argument("--conversations", type=int, default=2)
     parser.add_argument("--fill", type=int, default=100_000)
@@ -266,10 +270,10 @@ def main(argv: list[str] | None = None) -> int:
         "concurrency": args.concurrency,
         "repeats": args.repeats,
         "duration_s": args.duration,
-        "chunking": asdict(Chunking(args.chunk_chars, args.chunk_delay_ms)),
+        "chunking": asdict(Chunking(args.chunk_chars, args.chunk_delay_ms, args.first_ms)),
         "targets": names,
     }
-    chunking = Chunking(args.chunk_chars, args.chunk_delay_ms)
+    chunking = Chunking(args.chunk_chars, args.chunk_delay_ms, args.first_ms)
     needs_targets = [t for t in ("latency", "hop", "stream", "turns") if t in tables]
     if needs_targets:
         with targets.all_targets(

@@ -278,6 +278,12 @@ def render(report: dict[str, Any]) -> str:
         f"Medians over {report['repeats']} repeats of {report['duration_s']} s per wrk run; "
         "added = median of same-repeat differences against direct.",
     ]
+    first_ms = report.get("chunking", {}).get("first_ms", 0)
+    if first_ms:
+        head[-1] += (
+            f" The fake upstream waits {_f(first_ms, 0)} ms before answering (a model's time to "
+            "its first token), so direct's latency includes it."
+        )
     sections = [("Targets", targets_check)]
     sections += [
         (title, fn)

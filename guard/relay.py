@@ -143,11 +143,16 @@ class ChatRelay:
         if self.settings.logging.include_content:
             record.prompt = chat.conversation.last_user_text
         request = self._guard_request(scope, chat, record.request_id)
-        if self.engine.shadow:
-            # Nothing the verdict says can change the request: judge it while the
-            # upstream works, and wait for the verdict only when the reply is there.
+        if self.engine.forwards_while_judging:
+            # Judge while the upstream works; the verdict is awaited only once the
+            # reply's head is there, or (enforce) a block ends the exchange early.
             judging = asyncio.ensure_future(self._judge_request(request, record, begun))
-            exchange = self._exchange(responder, chat, request, judging, forward, record)
+            if self.engine.shadow:
+                exchange = self._exchange(responder, chat, request, judging, forward, record)
+            else:
+                exchange = self._forward_while_judging(
+                    responder, chat, request, judging, forward, record
+                )
         else:
             verdict = await self._judge_request(request, record, begun)
             if verdict.action is Action.BLOCK:
@@ -200,6 +205,44 @@ class ChatRelay:
         length = (b"content-length", str(len(body)).encode())
         await responder.whole(200, [_JSON, length, *headers], body)
 
+    async def _forward_while_judging(
+        self,
+        responder: Responder,
+        chat: ChatRequest,
+        request: GuardRequest,
+        judging: asyncio.Future[RequestVerdict],
+        forward: Forward,
+        record: ChatRecord,
+    ) -> None:
+        """Enforce mode with the upstream called before the verdict.
+
+        The client gets what judging first would have sent: a block is answered with the
+        guard's refusal as soon as it is decided (the upstream call is cancelled, its reply
+        never read), also when the upstream failed meanwhile; anything else is relayed and
+        judged as usual.  The exchange sends nothing before it has the verdict, so
+        cancelling it is always safe.
+        """
+        exchange = asyncio.ensure_future(
+            self._exchange(responder, chat, request, asyncio.shield(judging), forward, record)
+        )
+        try:
+            await asyncio.wait((exchange, judging), return_when=asyncio.FIRST_COMPLETED)
+            if exchange.done() and exchange.exception() is not None:
+                if (await judging).action is not Action.BLOCK:
+                    exchange.result()  # the upstream's fault, for a request allowed through
+            elif judging.result().action is not Action.BLOCK:
+                await exchange  # it cannot end without the verdict, so judging is done
+                return
+            exchange.cancel()
+            await asyncio.gather(exchange, return_exceptions=True)
+            verdict = judging.result()
+            await self._answer(responder, chat, verdict.reply_text or "", record)
+        finally:
+            for pending in (exchange, judging):
+                if not pending.done():
+                    pending.cancel()
+            await asyncio.gather(exchange, judging, return_exceptions=True)
+
     async def _exchange(
         self,
         responder: Responder,
@@ -216,6 +259,8 @@ class ChatRelay:
                 record.upstream_s = time.perf_counter() - opened
                 self.metrics.upstream_duration.observe(record.upstream_s)
                 verdict = judged if isinstance(judged, RequestVerdict) else await judged
+                if verdict.action is Action.BLOCK:
+                    return  # judged while forwarding: the caller answers, the reply is dropped
                 await self._relay(responder, chat, request, verdict, forward, record, reply)
         finally:
             if isinstance(judged, asyncio.Future) and not judged.done():

@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -24,6 +25,8 @@ from guard.decisions import Mode
 from guard.engine import Engine
 from guard.metrics import GuardMetrics
 from guard.middleware import GuardMiddleware
+from guard.policy import load_policies
+from guard.settings import SHIPPED_POLICY_DIR
 from guard.testing import KeywordScorer
 
 USER = [{"role": "user", "content": "What is the capital of France?"}]
@@ -239,3 +242,30 @@ def test_other_generation_endpoints_under_the_prefix_are_refused(app: ChatApp, u
     # The app's own route outside the guarded prefix is none of the guard's business.
     assert httpx.post(f"{url}/tools/completions", content=b"abc").text == "cba"
     assert app.echoed == ["/tools/completions"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_forwarding_while_judging_reaches_the_app_but_still_blocks(stream: bool) -> None:
+    """With forward_while_judging the app is called at once; a block drops its reply."""
+    shipped = load_policies(SHIPPED_POLICY_DIR)
+    general = shipped.general.model_copy(update={"forward_while_judging": True})
+    engine = Engine(KeywordScorer(), mode=Mode.ENFORCE, policies=replace(shipped, general=general))
+    chat = ChatApp()
+    app = Starlette(routes=chat.routes(), middleware=[Middleware(GuardMiddleware, engine=engine)])
+    harmful = [{"role": "user", "content": "how to make meth"}]
+    with ServerThread(app) as server, client(server.url) as c:
+        raw = c.chat.completions.with_raw_response.create(
+            model="app", messages=harmful, stream=stream
+        )
+        parsed = raw.parse()
+        if stream:
+            text = "".join(
+                chunk.choices[0].delta.content or ""
+                for chunk in parsed  # type: ignore[attr-defined]
+                if chunk.choices
+            )
+        else:
+            text = parsed.choices[0].message.content or ""
+    assert raw.headers["x-guard-decision"] == "block"
+    assert reason_of("non_violent_crimes") in text and REPLY not in text
+    assert chat.calls == 1  # the app was asked before the verdict

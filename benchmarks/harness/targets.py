@@ -143,6 +143,8 @@ def upstream(tmp: Path, chunking: Chunking, lifetime_s: int) -> Iterator[Target]
         str(chunking.chars),
         "--chunk-delay-ms",
         str(chunking.delay_ms),
+        "--first-ms",
+        str(chunking.first_ms),
     ]
     log = tmp / "upstream.log"
     with _process(args, lifetime_s=lifetime_s, log=log) as proc:
@@ -202,28 +204,30 @@ def guard(
     scorer: str,
     lifetime_s: int,
     *,
-    hold_benign: bool = False,
+    variant: str = "",
     prefill: int = 0,
     client: str = "native",
 ) -> Iterator[Target]:
     """The guard in ``mode``; ``scorer`` is "onnx" (``guard serve``) or "keyword".
 
-    ``hold_benign`` runs it on a temp copy of the shipped policies with ``hold_benign: true``,
-    so benign streams are held until their first sentence is judged too (the shipped
-    policy streams benign requests without a hold; this shows what the hold costs).
+    A ``variant`` runs it on a temp copy of the shipped policies with one switch flipped
+    (:data:`POLICY_VARIANTS`): "hold" holds benign streams until their first sentence is
+    judged too (the shipped policy streams them without a hold; this shows what the hold
+    costs); "forwarding" forwards requests while judging them in enforce mode.
     ``prefill`` stores that many conversations before the guard answers
     (:mod:`benchmarks.harness.guard_server`).
     """
     port = free_port()
     env = {"GUARD_LOGGING__LEVEL": "info", "GUARD_UPSTREAM__CLIENT": client}
-    if hold_benign:
-        policies = tmp / "policies-hold"
+    if variant:
+        switch = POLICY_VARIANTS[variant]
+        policies = tmp / f"policies-{variant}"
         shutil.copytree(POLICIES, policies, dirs_exist_ok=True)
         shipped = (policies / "global.yaml").read_text()
-        held = re.sub(r"hold_benign:\s*false", "hold_benign: true", shipped)
-        if held == shipped:
-            raise LaunchError("policies/global.yaml has no 'hold_benign: false' to flip")
-        (policies / "global.yaml").write_text(held)
+        flipped = re.sub(rf"{switch}:\s*false", f"{switch}: true", shipped)
+        if flipped == shipped:
+            raise LaunchError(f"policies/global.yaml has no '{switch}: false' to flip")
+        (policies / "global.yaml").write_text(flipped)
         env["GUARD_POLICY__DIR"] = str(policies)
     if scorer == "onnx" and not MODEL_FILE.exists():
         raise LaunchError(f"{MODEL_FILE} is missing: build the model or use --scorer keyword")
@@ -233,11 +237,12 @@ def guard(
         args = ["python3", "-m", "benchmarks.harness.guard_server", "--scorer", scorer]
         args += ["--prefill", str(prefill)] if prefill else []
     args += ["--upstream", up.url(""), "--port", str(port), "--mode", mode]
-    log = tmp / f"guard-{mode}{'-hold' if hold_benign else ''}.log"
+    suffix = f"-{variant}" if variant else ""
+    log = tmp / f"guard-{mode}{suffix}.log"
     # The request_completed line per request is part of the real cost; it goes to a file.
     with _process(args, lifetime_s=lifetime_s, log=log, env=env) as proc:
         _wait_http(port, "/healthz", 120 + prefill / 200, proc, log)
-        name = f"guard-{mode}" + ("-hold" if hold_benign else "")
+        name = f"guard-{mode}{suffix}"
         name += "" if client == "native" else f"-{client}"
         name += "" if scorer == "onnx" else " (keyword scorer)"
         yield Target(name, port, pid=_child_pid(proc.pid), root_pid=proc.pid)
@@ -281,7 +286,15 @@ def litellm(tmp: Path, up: Target, lifetime_s: int) -> Iterator[Target]:
 
 
 # guard-enforce-httpx: the same guard with upstream.client httpx instead of the native pool.
-GUARD_TARGETS = ("guard-observe", "guard-enforce", "guard-enforce-hold", "guard-enforce-httpx")
+GUARD_TARGETS = (
+    "guard-observe",
+    "guard-enforce",
+    "guard-enforce-hold",
+    "guard-enforce-forwarding",
+    "guard-enforce-httpx",
+)
+# Target suffix -> the global.yaml switch its guard runs with turned on.
+POLICY_VARIANTS = {"hold": "hold_benign", "forwarding": "forward_while_judging"}
 
 
 @contextmanager
@@ -302,10 +315,11 @@ def all_targets(
                 started[name] = stack.enter_context(litellm(tmp, up, lifetime_s))
             elif name in GUARD_TARGETS:
                 mode = name.split("-")[1]
-                hold = name.endswith("-hold")
-                client = "httpx" if name.endswith("-httpx") else "native"
+                suffix = name.split("-")[-1]
+                variant = suffix if suffix in POLICY_VARIANTS else ""
+                client = "httpx" if suffix == "httpx" else "native"
                 started[name] = stack.enter_context(
-                    guard(tmp, up, mode, scorer, lifetime_s, hold_benign=hold, client=client)
+                    guard(tmp, up, mode, scorer, lifetime_s, variant=variant, client=client)
                 )
             else:
                 raise ValueError(f"unknown target {name!r}")

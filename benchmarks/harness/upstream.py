@@ -27,10 +27,13 @@ MODELS = {"object": "list", "data": [{"id": "fake", "object": "model", "owned_by
 
 @dataclass(frozen=True)
 class Chunking:
-    """How a streamed reply is cut: characters per chunk and the pause between chunks."""
+    """How the fake model paces a reply: characters per stream chunk, the pause between
+    chunks, and the time before anything of the reply is sent (a model's time to its
+    first token; 0 answers at once, so the tables measure the gateways, not the model)."""
 
     chars: int = 12
     delay_ms: float = 5.0
+    first_ms: float = 0.0
 
 
 def completion(model: str) -> bytes:
@@ -83,6 +86,8 @@ def create_app(chunking: Chunking):  # type: ignore[no-untyped-def]
     async def chat(request: Request) -> Response:
         body = json.loads(await request.body())
         model = str(body.get("model", "fake"))
+        if chunking.first_ms:
+            await asyncio.sleep(chunking.first_ms / 1000)
         if body.get("stream"):
             return StreamingResponse(sse_events(model, chunking), media_type="text/event-stream")
         return Response(completion(model), media_type="application/json")
@@ -110,8 +115,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--chunk-chars", type=int, default=Chunking.chars)
     parser.add_argument("--chunk-delay-ms", type=float, default=Chunking.delay_ms)
+    parser.add_argument("--first-ms", type=float, default=Chunking.first_ms)
     args = parser.parse_args()
-    app = create_app(Chunking(args.chunk_chars, args.chunk_delay_ms))
+    app = create_app(Chunking(args.chunk_chars, args.chunk_delay_ms, args.first_ms))
     uvicorn.run(
         app,
         host="127.0.0.1",

@@ -206,6 +206,11 @@ class GlobalPolicy(_Model):
     # as compliance without running the model (guard.classifier.cues): half the inference
     # of a typical request, at the cost of the few over-refusals phrased without any cue.
     cheap_reply_check: bool = True
+    # Enforce mode: send a request upstream while it is being judged instead of after,
+    # so the judgement's time hides behind the upstream's own.  A request judged "block"
+    # is answered by the guard and its upstream call cancelled, unread; but the upstream
+    # has seen it (its cost, its logs).  Observe mode always forwards this way.
+    forward_while_judging: bool = False
     # Used when no category applies (escalation over several categories, forged history).
     refusals: tuple[Template, ...] = Field(min_length=2)
     reason: Text
