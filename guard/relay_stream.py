@@ -22,7 +22,8 @@ from guard.reply_stream import ReplyStream
 from guard.sse import SSEEvent, SSEParser, chunk_facts
 
 if TYPE_CHECKING:
-    from guard.relay import ChatRecord, ChatRelay, Reply
+    from guard.relay import ChatRelay, Reply
+    from guard.relay_record import ChatRecord
 
 # Upstream headers that stop being true once the guard decodes or rewrites the body.
 BODY_FRAMING = (b"content-length", b"content-encoding")
