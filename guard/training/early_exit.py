@@ -5,7 +5,8 @@
 
 Without ``--fp32`` the model folder must already be split (as shipped): its front and
 tail stay as they are and only the exit head is trained again, e.g. after the training
-data changed.
+data changed; or, given a ``--layer`` other than where it was cut, the two int8 halves
+are joined and cut again there (:func:`resplit`: the shipped v3's fp32 export is lost).
 
 The transformer's fp32 export is cut in two at ``--layer``: ``guard.onnx`` (embeddings
 and the first layers; outputs ``hidden`` and the expanded ``attention_bias``) and
@@ -59,20 +60,25 @@ from guard.training.model import HARM_OUTPUTS
 from guard.training.sieve import _targets, tune_clear_point, unlabelled_texts
 
 INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
+_HEADS = ["harm", "refusal"]
 
 
 def _layer_output(layer: int) -> str:
     return f"/encoder/encoder/layer.{layer - 1}/output/LayerNorm/LayerNormalization_output_0"
 
 
-def _rename(path: Path, old: str, new: str) -> None:
-    model = onnx.load(str(path))
+def _rename_in(model: onnx.ModelProto, old: str, new: str) -> None:
     for node in model.graph.node:
         node.input[:] = [new if name == old else name for name in node.input]
         node.output[:] = [new if name == old else name for name in node.output]
     for value in [*model.graph.input, *model.graph.output]:
         if value.name == old:
             value.name = new
+
+
+def _rename(path: Path, old: str, new: str) -> None:
+    model = onnx.load(str(path))
+    _rename_in(model, old, new)
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
 
@@ -87,11 +93,46 @@ def split(fp32: Path, layer: int, work: Path) -> tuple[Path, Path]:
     front, tail = work / "front.fp32.onnx", work / "tail.fp32.onnx"
     cut = _layer_output(layer)
     extract_model(str(fp32), str(front), INPUTS, [cut, _BIAS])
-    extract_model(str(fp32), str(tail), [cut, _BIAS, "attention_mask"], ["harm", "refusal"])
+    extract_model(str(fp32), str(tail), [cut, _BIAS, "attention_mask"], _HEADS)
     for path in (front, tail):
         _rename(path, cut, "hidden")
         _rename(path, _BIAS, "attention_bias")
     return front, tail
+
+
+def resplit(front: Path, tail: Path, layer: int, work: Path) -> tuple[Path, Path]:
+    """Cut an int8 front and tail again after ``layer``, without the fp32 export.
+
+    Dynamic quantization works node by node, so joining the two int8 graphs and cutting
+    the result elsewhere computes exactly what the halves did (checked on the dev split
+    after installing, like :func:`split`).
+    """
+    work.mkdir(parents=True, exist_ok=True)
+    head, rest = onnx.load(str(front)), onnx.load(str(tail))
+    for part in (head, rest):  # free the name for the new cut
+        _rename_in(part, "hidden", "front_hidden")
+    graph = onnx.helper.make_graph(
+        [*head.graph.node, *rest.graph.node],
+        "joined",
+        list(head.graph.input),
+        list(rest.graph.output),
+        initializer=list(
+            {i.name: i for i in [*head.graph.initializer, *rest.graph.initializer]}.values()
+        ),
+    )
+    joined = onnx.helper.make_model(
+        graph, opset_imports=head.opset_import, ir_version=head.ir_version
+    )
+    whole = work / "joined.int8.onnx"
+    onnx.save(joined, str(whole))
+    new_front, new_tail = work / "front.int8.onnx", work / "tail.int8.onnx"
+    cut = _layer_output(layer)
+    extract_model(str(whole), str(new_front), INPUTS, [cut, "attention_bias"])
+    extract_model(str(whole), str(new_tail), [cut, "attention_bias", "attention_mask"], _HEADS)
+    for path in (new_front, new_tail):
+        _rename(path, cut, "hidden")
+    whole.unlink()
+    return new_front, new_tail
 
 
 class ExitHead(nn.Module):
@@ -217,7 +258,12 @@ def main(argv: list[str] | None = None) -> int:
         help="the whole model's fp32 export, to split; without it --model must be split already",
     )
     parser.add_argument("--work", type=Path, default=Path("runs/early_exit"))
-    parser.add_argument("--layer", type=int, default=1)
+    parser.add_argument(
+        "--layer",
+        type=int,
+        default=None,
+        help="cut after this layer (default 1; a split model keeps its cut unless given)",
+    )
     parser.add_argument("--recall", type=float, default=0.995)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=30)
@@ -232,20 +278,31 @@ def main(argv: list[str] | None = None) -> int:
     teacher = Predictor(whole)
     args.work.mkdir(parents=True, exist_ok=True)
     front_int8, tail_int8 = args.work / MODEL_FILE, args.work / TAIL_FILE
+    previous = args.model / EXIT_LABELS_FILE
+    made_at = (
+        int(json.loads(previous.read_text(encoding="utf-8"))["layer"])
+        if whole.tail is not None and previous.is_file()
+        else None
+    )
     if args.fp32 is not None:
         if whole.tail is not None:
             raise SystemExit(f"{args.model} is already split; leave out --fp32 to keep it so")
+        args.layer = args.layer or 1
         front_fp32, tail_fp32 = split(args.fp32, args.layer, args.work)
         quantize_dynamic(str(front_fp32), str(front_int8), weight_type=QuantType.QInt8)
         quantize_dynamic(str(tail_fp32), str(tail_int8), weight_type=QuantType.QInt8)
     elif whole.tail is None:
         raise SystemExit(f"{args.model} holds the whole model; pass its --fp32 export to split it")
-    else:
-        previous = args.model / EXIT_LABELS_FILE
-        if previous.is_file():  # the cut stays where it was made
-            args.layer = int(json.loads(previous.read_text(encoding="utf-8"))["layer"])
+    elif args.layer is None or args.layer == made_at:  # the cut stays where it was made
+        args.layer = made_at or 1
         shutil.copyfile(args.model / MODEL_FILE, front_int8)
         shutil.copyfile(args.model / TAIL_FILE, tail_int8)
+    else:
+        if made_at is None:
+            raise SystemExit(f"{args.model} has no {EXIT_LABELS_FILE}: where it was cut is unknown")
+        cut = resplit(args.model / MODEL_FILE, args.model / TAIL_FILE, args.layer, args.work)
+        shutil.copyfile(cut[0], front_int8)
+        shutil.copyfile(cut[1], tail_int8)
     front = ort.InferenceSession(
         str(front_int8), session_options(args.threads), providers=["CPUExecutionProvider"]
     )
