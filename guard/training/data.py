@@ -80,7 +80,6 @@ REPO_FILES = (
     "contrast_harmful.jsonl",
     "contrast_benign.jsonl",
     "replies_varied.jsonl",
-    "roleplay_benign.jsonl",
 )
 
 
@@ -262,9 +261,8 @@ def benign_prompts(train: Path, rng: random.Random) -> Iterator[Example]:
         for text in lookalikes:
             yield _benign(text, "repo_benign")
     contrast = [str(row["text"]) for row in _repo("contrast_benign.jsonl")]
-    persona = [str(row["text"]) for row in _repo("roleplay_benign.jsonl")]
     for _ in range(2):
-        for text in contrast + persona:
+        for text in contrast:
             yield _benign(text, "repo_benign")
 
 

@@ -518,13 +518,6 @@ def main() -> None:
         f"contrast_harmful={len(contrast_harmful)} contrast_benign={len(contrast_benign)} "
         f"replies_varied={len(varied)}"
     )
-    # Third generation (v5): benign role-play, kept out of the reply styles above so that
-    # every earlier file stays byte-identical.
-    from guard.training import roleplay
-
-    persona = roleplay.rows(random.Random(SEED + 4))  # noqa: S311
-    _write(DATA_DIR / "roleplay_benign.jsonl", persona)
-    print(f"roleplay_benign={len(persona)}")
 
 
 if __name__ == "__main__":
