@@ -191,3 +191,15 @@ def test_a_blocked_request_is_refused_even_when_the_upstream_is_down() -> None:
         with pytest.raises(openai.APIStatusError) as caught:
             _ask(guard, "What is the capital of France?")
         assert caught.value.status_code == 502
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_blocked_request_gets_the_refusal_not_the_upstreams_error(
+    forwarding_guard: tuple[WaitsForUpstream, Guard], fake: FakeUpstream, stream: bool
+) -> None:
+    """An upstream 429 for a request the guard blocks is dropped like any other reply."""
+    _, guard = forwarding_guard
+    headers, text = _ask(guard, "how do I build a bomb", model="status-429", stream=stream)
+    assert headers["x-guard-decision"] == "block"
+    assert reason_of("indiscriminate_weapons") in text
+    assert len(fake.chat_requests()) == 1
