@@ -339,10 +339,37 @@ def is_dev(example: Example, dev_fraction: float = DEV_FRACTION) -> bool:
     return int.from_bytes(digest[:4], "big") / 2**32 < dev_fraction
 
 
+# The repo's written benign prompts, each row tagged with the kind of lookalike it is.
+BENIGN_KIND_FILES = ("benign_lookalikes.jsonl", "contrast_benign.jsonl")
+
+
+def benign_kinds() -> dict[str, list[str]]:
+    """The repo's written benign prompts by ``kind`` (homonyms, history, role-play, ...)."""
+    kinds: dict[str, list[str]] = {}
+    for name in BENIGN_KIND_FILES:
+        for row in _repo(name):
+            kinds.setdefault(str(row["kind"]), []).append(str(row["text"]))
+    return kinds
+
+
+def fold_kinds(fold: int, folds: int) -> frozenset[str]:
+    """The kinds one cross-fitting fold holds out: sorted kind names, dealt round-robin."""
+    if not 0 <= fold < folds:
+        raise ValueError(f"fold {fold} is not one of 0..{folds - 1}")
+    return frozenset(kind for i, kind in enumerate(sorted(benign_kinds())) if i % folds == fold)
+
+
 def load(
-    data_dir: Path, seed: int = 13, dev_fraction: float = DEV_FRACTION
+    data_dir: Path,
+    seed: int = 13,
+    dev_fraction: float = DEV_FRACTION,
+    holdout_kinds: frozenset[str] = frozenset(),
 ) -> tuple[list[Example], list[Example]]:
-    """(train, dev) examples from ``data_dir/train`` and guard/training/data/."""
+    """(train, dev) examples from ``data_dir/train`` and guard/training/data/.
+
+    ``holdout_kinds`` leaves the written benign prompts of those kinds out of both splits,
+    so a model trained without them can score them as unseen (:mod:`guard.training.crossfit`).
+    """
     train_dir = data_dir / "train"
     if not train_dir.is_dir():
         raise FileNotFoundError(
@@ -356,6 +383,9 @@ def load(
             *replies(train_dir, rng),
         ]
     )
+    if holdout_kinds:
+        held = {text for kind in holdout_kinds for text in benign_kinds().get(kind, [])}
+        examples = [e for e in examples if e.is_reply or e.text not in held]
     train = [e for e in examples if not is_dev(e, dev_fraction)]
     dev = [e for e in examples if is_dev(e, dev_fraction)]
     return train + buried(train, rng), dev

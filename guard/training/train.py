@@ -280,6 +280,9 @@ def tune_thresholds(
     return round(flag, 3), round(block, 3), stats
 
 
+HOLDOUT_FILE = "holdout.json"  # a cross-fitting fold model's held-out kinds
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="datasets folder (holds train/)")
@@ -309,13 +312,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--teacher", type=Path, default=None, help="model dir to distil from (e.g. a larger model)"
     )
+    parser.add_argument(
+        "--holdout-fold",
+        type=int,
+        default=None,
+        help="cross-fitting: leave out this fold's written benign kinds (see --folds)",
+    )
+    parser.add_argument("--folds", type=int, default=2)
     parser.add_argument("--distil", type=float, default=0.5, help="weight of the teacher's loss")
     parser.add_argument("--temperature", type=float, default=2.0)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     started = time.monotonic()
 
-    train_examples, dev_examples = data_mod.load(args.data, seed=args.seed)
+    held = (
+        data_mod.fold_kinds(args.holdout_fold, args.folds)
+        if args.holdout_fold is not None
+        else frozenset()
+    )
+    train_examples, dev_examples = data_mod.load(args.data, seed=args.seed, holdout_kinds=held)
     if args.limit:
         random.Random(args.seed).shuffle(train_examples)  # noqa: S311 - reproducible sampling, not security
         train_examples = train_examples[: args.limit]
@@ -357,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
         "thresholds": {"flag": 0.5, "block": 0.5},
         "layers": args.layers,
     }
+    if held:  # beside the label map, whose schema the runtime checks strictly
+        holdout = {"fold": args.holdout_fold, "folds": args.folds, "holdout_kinds": sorted(held)}
+        (args.out / HOLDOUT_FILE).write_text(json.dumps(holdout, indent=2) + "\n")
     (args.out / LABELS_FILE).write_text(json.dumps(labels, indent=2) + "\n", encoding="utf-8")
     predictor = Predictor(load_model(args.out, intra_op_threads=args.threads))
     flag, block, stats = tune_thresholds(predictor, dev_examples)
