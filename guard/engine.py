@@ -118,13 +118,6 @@ class Engine:
         return self.policies.shadow
 
     @property
-    def forwards_while_judging(self) -> bool:
-        """True when front doors forward a request while it is judged: in shadow mode, or
-        in enforce mode when ``forward_while_judging`` is on (a block then cancels the
-        upstream call and answers in its place)."""
-        return self.policies.forwards_while_judging
-
-    @property
     def policies(self) -> PolicySet:
         """The policy set a request arriving now is decided with."""
         current = self._source if isinstance(self._source, PolicySet) else self._source.current()

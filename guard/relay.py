@@ -124,11 +124,13 @@ class ChatRelay:
         if self.settings.logging.include_content:
             record.prompt = chat.conversation.last_user_text
         request = self._guard_request(scope, chat, record.request_id)
-        if self.engine.forwards_while_judging:
+        policies = self.engine.policies
+        shadow = policies.shadow
+        if shadow or policies.general.forward_while_judging:
             # Judge while the upstream works; the verdict is awaited only once the
             # reply's head is there, or (enforce) a block ends the exchange early.
             judging = asyncio.ensure_future(self._judge_request(request, record, begun))
-            if self.engine.shadow:
+            if shadow:
                 exchange = self._exchange(responder, chat, request, judging, forward, record)
             else:
                 exchange = self._forward_while_judging(

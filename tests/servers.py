@@ -361,6 +361,13 @@ def closed_port_url() -> str:
     return f"http://127.0.0.1:{port}"
 
 
+def completion_text(parsed: Any, stream: bool) -> str:
+    """The reply text of an ``openai`` completion, whole or consumed as a stream."""
+    if stream:
+        return "".join(chunk.choices[0].delta.content or "" for chunk in parsed if chunk.choices)
+    return str(parsed.choices[0].message.content or "")
+
+
 def reason_of(category: str) -> str:
     """The shipped policy's reason for ``category``: the guard's refusals must say it."""
     return load_policies(SHIPPED_POLICY_DIR).categories[category].reason

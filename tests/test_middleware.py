@@ -14,7 +14,7 @@ import httpx
 import openai
 import pytest
 from prometheus_client import CollectorRegistry
-from servers import ServerThread, completion_payload, reason_of, stream_pieces
+from servers import ServerThread, completion_payload, completion_text, reason_of, stream_pieces
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -257,15 +257,7 @@ def test_forwarding_while_judging_reaches_the_app_but_still_blocks(stream: bool)
         raw = c.chat.completions.with_raw_response.create(
             model="app", messages=harmful, stream=stream
         )
-        parsed = raw.parse()
-        if stream:
-            text = "".join(
-                chunk.choices[0].delta.content or ""
-                for chunk in parsed  # type: ignore[attr-defined]
-                if chunk.choices
-            )
-        else:
-            text = parsed.choices[0].message.content or ""
+        text = completion_text(raw.parse(), stream)
     assert raw.headers["x-guard-decision"] == "block"
     assert reason_of("non_violent_crimes") in text and REPLY not in text
     assert chat.calls == 1  # the app was asked before the verdict

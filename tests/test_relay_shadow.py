@@ -17,6 +17,7 @@ from servers import (
     Guard,
     both_clients,
     closed_port_url,
+    completion_text,
     reason_of,
     running_guard,
 )
@@ -120,16 +121,7 @@ def _ask(guard: Guard, content: str, *, model: str = "fast", stream: bool = Fals
         raw = client.chat.completions.with_raw_response.create(
             model=model, messages=[{"role": "user", "content": content}], stream=stream
         )
-        parsed = raw.parse()
-        if stream:
-            text = "".join(
-                chunk.choices[0].delta.content or ""
-                for chunk in parsed  # type: ignore[attr-defined]
-                if chunk.choices
-            )
-        else:
-            text = parsed.choices[0].message.content
-        return raw.headers, text
+        return raw.headers, completion_text(raw.parse(), stream)
 
 
 @both_clients

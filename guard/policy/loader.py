@@ -73,11 +73,6 @@ class PolicySet:
         """True when no decision can alter traffic: every category is in observe mode."""
         return all(self.mode_for(category) is Mode.OBSERVE for category in (None, *self.categories))
 
-    @property
-    def forwards_while_judging(self) -> bool:
-        """Whether requests go upstream before their verdict (always so in shadow mode)."""
-        return self.shadow or self.general.forward_while_judging
-
     def with_mode(self, mode: Mode | None) -> PolicySet:
         return replace(self, mode_override=mode)
 
