@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import onnx
 import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
+from guard.training.files import sha256
 from guard.training.model import GuardClassifier
+
+__all__ = ["export_fp32", "quantize_int8", "sha256"]
 
 INPUT_NAMES = ["input_ids", "attention_mask", "token_type_ids"]
 OUTPUT_NAMES = ["harm", "refusal"]
@@ -41,11 +43,3 @@ def quantize_int8(fp32_path: Path, int8_path: Path) -> Path:
     """Dynamic int8 quantization (weights int8, activations quantized at run time)."""
     quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QInt8)
     return int8_path
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

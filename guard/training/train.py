@@ -30,7 +30,7 @@ from torch import nn
 from tqdm import tqdm
 
 from guard.classifier.encoding import Encoder, Window, Windowing
-from guard.classifier.labels import LABELS_FILE, MODEL_FILE, TOKENIZER_FILE
+from guard.classifier.labels import LABELS_FILE, MODEL_FILE, TOKENIZER_FILE, load_labels
 from guard.classifier.predictor import Predictor
 from guard.classifier.session import load_model
 from guard.scoring import HAZARDS
@@ -124,12 +124,29 @@ def tensors(encoder: Encoder, batch: list[Encoded]) -> dict[str, torch.Tensor]:
     }
 
 
+IMPORTANCE_WINDOWS = 2048  # sample windows that rank feed-forward units (--intermediate)
+
+
+def initial_model(
+    args: argparse.Namespace, encoder: Encoder, train: list[Encoded]
+) -> GuardClassifier:
+    """all-MiniLM-L6-v2's first layers, or a student cut from a trained int8 model."""
+    if args.init_from is None:
+        return GuardClassifier.from_base(args.layers)
+    from guard.training.compress import student_from
+
+    sample = random.Random(args.seed).sample(train, min(IMPORTANCE_WINDOWS, len(train)))  # noqa: S311 - reproducible sampling, not security
+    return student_from(
+        args.init_from, args.layers, args.intermediate, encoder, [e.window for e in sample]
+    )
+
+
 def train_model(
     args: argparse.Namespace, encoder: Encoder, train: list[Encoded]
 ) -> GuardClassifier:
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)  # noqa: S311 - reproducible sampling, not security
-    model = GuardClassifier.from_base(args.layers)
+    model = initial_model(args, encoder, train)
     # The 30k x 384 word embeddings are 60% of the weights; freezing them halves optimizer
     # work on a CPU budget and keeps rare-token embeddings from drifting on small data.
     model.encoder.embeddings.word_embeddings.weight.requires_grad_(False)
@@ -320,8 +337,30 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--folds", type=int, default=2)
     parser.add_argument("--distil", type=float, default=0.5, help="weight of the teacher's loss")
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="start from this int8 model folder's weights instead of all-MiniLM-L6-v2 "
+        "(guard.training.compress)",
+    )
+    parser.add_argument(
+        "--intermediate",
+        type=int,
+        default=None,
+        help="with --init-from: keep this many feed-forward units per layer (most important)",
+    )
+    parser.add_argument(
+        "--thresholds-from",
+        type=Path,
+        default=None,
+        help="keep this model folder's flag and block points (a distilled student: the dev "
+        "split does not place a new model's thresholds, see the model card)",
+    )
     parser.add_argument("--temperature", type=float, default=2.0)
     args = parser.parse_args(argv)
+    if args.intermediate is not None and args.init_from is None:
+        parser.error("--intermediate needs --init-from (units are ranked on a trained model)")
     torch.set_num_threads(args.threads)
     started = time.monotonic()
 
@@ -361,8 +400,9 @@ def main(argv: list[str] | None = None) -> int:
     shutil.copyfile(tokenizer_src, args.out / TOKENIZER_FILE)
     shutil.copyfile(tokenizer_src, args.work / TOKENIZER_FILE)
 
+    shape = f"-L{args.layers}" + (f"F{args.intermediate}" if args.intermediate else "")
     labels = {
-        "model_version": time.strftime("%Y%m%d-%H%M", time.gmtime()) + f"-L{args.layers}",
+        "model_version": time.strftime("%Y%m%d-%H%M", time.gmtime()) + shape,
         "model_sha256": sha256(int8),
         "hazards": list(HAZARDS),
         "refusal_classes": list(REFUSAL_CLASSES),
@@ -381,6 +421,10 @@ def main(argv: list[str] | None = None) -> int:
     stats["train_examples"] = float(len(train_examples))
     stats["epochs"] = float(args.epochs)
     stats["train_wall_s"] = round(time.monotonic() - started, 1)
+    if args.thresholds_from is not None:
+        kept = load_labels(args.thresholds_from).thresholds
+        stats["dev_tuned_flag"], stats["dev_tuned_block"] = flag, block
+        flag, block = kept.flag, kept.block
     labels["thresholds"] = {"flag": flag, "block": block}
     labels["tuning"] = stats
     (args.out / LABELS_FILE).write_text(json.dumps(labels, indent=2) + "\n", encoding="utf-8")

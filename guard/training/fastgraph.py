@@ -1,0 +1,205 @@
+"""Rewrite an exported transformer's self-attention into onnxruntime's fused kernel.
+
+    python3 -m guard.training.fastgraph --model models/
+
+The torch export spells each layer's attention out op by op: reshapes and transposes of
+the query, key and value, two matrix products, a boolean mask turned into a bias, a
+softmax and a pass that replaces NaN with zero (for rows with every key masked, which a
+window never has: its first token is always real).  :func:`fuse_attention` replaces all
+of that with one ``com.microsoft.MultiHeadAttention`` node per layer, fed the projected
+query, key and value and the attention mask; the int8 projections around it stay as
+they are.  On one core that saves ~8% of a 64-token turn (benchmarks/README.md).  The
+outputs match the unfused graph to float rounding: a text scored alone moves by at most
+1e-3 in any probability (the command checks sample texts and restores the folder
+otherwise; tests/training/test_fastgraph.py checks the shipped model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from guard.classifier.labels import LABELS_FILE, MODEL_FILE
+from guard.classifier.sieve import TAIL_FILE
+from guard.training.files import sha256
+
+_MASK = "attention_mask"
+_CONTRIB = "com.microsoft"
+# Float rounding: the fused kernel sums in another order, which now and then flips the
+# rounding of an int8 activation downstream (1e-4 seen on the shipped model's probes).
+MAX_DIFFERENCE = 1e-3
+
+
+def _attention_layers(graph: onnx.GraphProto) -> list[str]:
+    produced = {out for node in graph.node for out in node.output}
+    prefixes = sorted(
+        {
+            node.name.rsplit("/", 1)[0] + "/"
+            for node in graph.node
+            if node.name.endswith("/attention/self/Softmax")
+        }
+    )
+    return [p for p in prefixes if p + "Reshape_4_output_0" in produced]
+
+
+def fuse_attention(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The same network with each BERT self-attention block as one MultiHeadAttention node.
+
+    Raises ValueError for a graph without the export's attention pattern (already fused,
+    or not this network), so a changed exporter fails loudly instead of running slowly.
+    """
+    graph = model.graph
+    if _MASK not in {i.name for i in graph.input}:
+        raise ValueError("the graph has no attention_mask input")
+    layers = _attention_layers(graph)
+    if not layers:
+        raise ValueError("no unfused BERT self-attention found")
+    heads = _heads(graph, layers[0])
+    # Named after the first fused layer, so a front and a tail joined again stay valid.
+    key_padding = layers[0] + "key_padding_mask"
+    fused = {
+        prefix + "Reshape_4_output_0": helper.make_node(
+            "MultiHeadAttention",
+            [f"{prefix}{part}/Add_output_0" for part in ("query", "key", "value")]
+            + ["", key_padding],
+            [prefix + "Reshape_4_output_0"],
+            name=prefix + "MultiHeadAttention",
+            domain=_CONTRIB,
+            num_heads=heads,
+        )
+        for prefix in layers
+    }
+    cast = helper.make_node(
+        "Cast", [_MASK], [key_padding], name=key_padding, to=onnx.TensorProto.INT32
+    )
+    nodes = [cast] + [
+        fused.get(node.output[0], node) if node.output else node for node in graph.node
+    ]
+    # Keep only what the outputs need: the unfused attention's ops are now dead.
+    needed = {out.name for out in graph.output}
+    live = []
+    for node in reversed(nodes):
+        if any(out in needed for out in node.output):
+            live.append(node)
+            needed.update(name for name in node.input if name)
+    live.reverse()
+    del graph.node[:]
+    graph.node.extend(live)
+    kept = [init for init in graph.initializer if init.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    if not any(op.domain == _CONTRIB for op in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(_CONTRIB, 1))
+    return model
+
+
+def _heads(graph: onnx.GraphProto, prefix: str) -> int:
+    """Heads of the attention: the query's width over the head size that its reshape
+    spells out (the export writes [batch, sequence, -1, head size])."""
+    reshape = next(n for n in graph.node if n.name == prefix + "Reshape")
+    concat = next(n for n in graph.node if reshape.input[1] in n.output)
+    constants = {
+        out: onnx.numpy_helper.to_array(n.attribute[0].t)
+        for n in graph.node
+        if n.op_type == "Constant"
+        for out in n.output
+    }
+    head_size = int(np.asarray(constants[concat.input[3]]).reshape(-1)[0])
+    add = next(n for n in graph.node if n.name == prefix + "query/Add")
+    widths = [list(i.dims) for i in graph.initializer if i.name in add.input]
+    return int(widths[0][-1]) // head_size
+
+
+def fuse_file(path: Path) -> bool:
+    """Fuse one ONNX file in place; False (untouched) when it is already fused."""
+    model = onnx.load(str(path))
+    if not _attention_layers(model.graph):
+        return False
+    onnx.save(fuse_attention(model), str(path))
+    return True
+
+
+# Texts of different lengths.
+_CHECK_TEXTS = (
+    "How do I kill a Python process that hangs?",
+    "Write a short poem about the sea at night, with rain on the harbour and a boat coming in.",
+    "Give exact steps to make a pipe bomb at home.",
+    "hello",
+    "Summarise the causes of the First World War in five bullet points for a school revision "
+    "sheet, and suggest two books a sixteen-year-old could read to learn more about it.",
+)
+
+
+def max_difference(before: Path, after: Path) -> float:
+    """Largest change of any harm probability or reply-type probability on sample texts,
+    each scored alone.  In a padded batch, int8 dynamic quantization takes its activation
+    scales over the whole batch, so a rounding difference anywhere in it can move a scale
+    and every score with it (by up to 0.04 on the train dev split, no decision changed);
+    the predictor scores near-threshold texts alone for that reason (model card)."""
+    from guard.classifier.predictor import Predictor
+    from guard.classifier.session import load_model
+    from guard.scoring import ReplyInput
+
+    old, new = (Predictor(load_model(d, intra_op_threads=1)) for d in (before, after))
+    differences = [0.0]
+    for text in _CHECK_TEXTS:
+        reply = [ReplyInput(text, "I can't help with that.")]
+        differences.append(
+            float(np.abs(old.harm_probabilities([text]) - new.harm_probabilities([text])).max())
+        )
+        differences.append(
+            float(np.abs(old.refusal_probabilities(reply) - new.refusal_probabilities(reply)).max())
+        )
+    return max(differences)
+
+
+def fuse_folder(model_dir: Path) -> list[Path]:
+    """Fuse a model folder's transformer file(s) in place and record the new checksum."""
+    paths = [model_dir / MODEL_FILE] + [p for p in [model_dir / TAIL_FILE] if p.exists()]
+    changed = [path for path in paths if fuse_file(path)]
+    if changed:
+        labels_path = model_dir / LABELS_FILE
+        labels = json.loads(labels_path.read_text(encoding="utf-8"))
+        labels["model_sha256"] = sha256(model_dir / MODEL_FILE)
+        labels_path.write_text(json.dumps(labels, indent=2) + "\n", encoding="utf-8")
+    return changed
+
+
+def _restore(copy: Path, model_dir: Path) -> None:
+    for path in copy.iterdir():
+        shutil.copyfile(path, model_dir / path.name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, required=True, help="model folder to rewrite")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as scratch:
+        before = Path(scratch) / "before"
+        shutil.copytree(args.model, before)
+        try:
+            changed = fuse_folder(args.model)
+            if not changed:
+                print(f"{args.model}: already fused", flush=True)
+                return 0
+            difference = max_difference(before, args.model)
+        except BaseException:
+            _restore(before, args.model)
+            raise
+        if difference > MAX_DIFFERENCE:
+            _restore(before, args.model)
+    print(f"fused {[p.name for p in changed]}; max probability change {difference:.2e}")
+    if difference > MAX_DIFFERENCE:
+        raise SystemExit(f"fusing changed the outputs by {difference:.3g}: not kept")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,89 @@
+"""guard.training.fastgraph: one fused attention node per layer, the same answers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnx")
+
+import onnx
+
+from guard.classifier.labels import LABELS_FILE, MODEL_FILE
+from guard.classifier.predictor import Predictor
+from guard.classifier.session import load_model
+from guard.classifier.sieve import TAIL_FILE
+from guard.scoring import ReplyInput
+from guard.training.fastgraph import fuse_attention, fuse_file, fuse_folder
+from guard.training.files import sha256
+
+SHIPPED = Path(__file__).resolve().parents[2] / "models"
+TEXTS = [
+    "What is the capital of France?",
+    "Give me step-by-step instructions to build a pipe bomb.",
+    "How do I kill a Python process that hangs? " * 20,  # several windows
+]
+
+
+@pytest.fixture(scope="module")
+def fused(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not (SHIPPED / MODEL_FILE).is_file():
+        pytest.skip("models/ holds no model")
+    folder = tmp_path_factory.mktemp("fused") / "model"
+    shutil.copytree(SHIPPED, folder)
+    fuse_folder(folder)
+    return folder
+
+
+def _ops(path: Path) -> list[str]:
+    return [node.op_type for node in onnx.load(str(path)).graph.node]
+
+
+def _layers(path: Path) -> int:
+    names = {n.name.split("/")[3] for n in onnx.load(str(path)).graph.node if "/layer." in n.name}
+    return len(names)
+
+
+def test_every_layer_gets_one_fused_attention_node(fused: Path) -> None:
+    for name in (MODEL_FILE, TAIL_FILE):
+        if not (SHIPPED / name).is_file():
+            continue
+        ops = _ops(fused / name)
+        assert ops.count("MultiHeadAttention") == _layers(SHIPPED / name) > 0
+        assert "Softmax" not in ops and "IsNaN" not in ops
+        assert len(ops) < len(_ops(SHIPPED / name))
+
+
+def test_fused_model_answers_as_the_export_did(fused: Path) -> None:
+    before = Predictor(load_model(SHIPPED, intra_op_threads=1))
+    after = Predictor(load_model(fused, intra_op_threads=1))
+    for text in TEXTS:
+        np.testing.assert_allclose(
+            after.harm_probabilities([text]), before.harm_probabilities([text]), atol=1e-3
+        )
+        reply = [ReplyInput(text, "I won't help with that: it could hurt people.")]
+        np.testing.assert_allclose(
+            after.refusal_probabilities(reply), before.refusal_probabilities(reply), atol=1e-3
+        )
+    # A padded batch: the mask must keep a short text's answer apart from a long one's.
+    batched = after.harm_probabilities(TEXTS)[:, 0]
+    alone = np.array([before.harm_probabilities([t])[0, 0] for t in TEXTS])
+    np.testing.assert_allclose(batched, alone, atol=0.05)
+
+
+def test_label_map_records_the_fused_files_checksum(fused: Path) -> None:
+    labels = json.loads((fused / LABELS_FILE).read_text(encoding="utf-8"))
+    assert labels["model_sha256"] == sha256(fused / MODEL_FILE) != sha256(SHIPPED / MODEL_FILE)
+
+
+def test_fusing_twice_changes_nothing(fused: Path) -> None:
+    path = fused / MODEL_FILE
+    checksum = sha256(path)
+    assert fuse_file(path) is False
+    assert sha256(path) == checksum
+    with pytest.raises(ValueError, match="no unfused"):
+        fuse_attention(onnx.load(str(path)))
