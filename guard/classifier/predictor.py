@@ -17,6 +17,7 @@ import onnxruntime as ort
 from guard.classifier.encoding import Batch, IntArray, Window
 from guard.classifier.labels import CONFIRM_BAND, CONFIRM_REPLY_MARGIN
 from guard.classifier.session import LoadedModel
+from guard.classifier.sieve import MAX_CLEARABLE_TOKENS
 from guard.errors import ScoringError
 from guard.scoring import HAZARDS, HarmScore, Refusal, ReplyInput, ReplyScore, Stage
 
@@ -198,6 +199,8 @@ class Predictor:
         if early_exit is None:
             return _sigmoid(self._logits(batch)[0]), np.zeros(len(batch), np.bool_)
         front = self._front(batch)
+        if not sieve_agrees.any():  # nothing here can be cleared: the exit head is moot
+            return _sigmoid(self._tail(front, batch.attention_mask)[0]), sieve_agrees
         early = early_exit.hidden_probabilities(front[0], batch.attention_mask)
         lengths = batch.attention_mask.sum(axis=1) - 2
         cleared = early_exit.cleared(early, lengths) & sieve_agrees
@@ -223,13 +226,18 @@ class Predictor:
         forward = np.arange(len(windows))
         sieve = self.model.sieve
         if sieve is not None:
-            screened = np.concatenate(
-                [
-                    sieve.window_probabilities(chunk, self.model.encoder)
-                    for chunk in self._chunks(windows, self._sieve_chunk)
-                ]
-            )[self._inverse(windows)]
+            # Only short windows can be cleared; a longer one skips the cheap stages.
             lengths = np.array([len(window.ids) - 2 for window in windows])
+            short = np.flatnonzero(lengths <= MAX_CLEARABLE_TOKENS)
+            screened = np.ones((len(windows), 1 + len(HAZARDS)), np.float32)
+            if len(short):
+                candidates = [windows[i] for i in short]
+                screened[short] = np.concatenate(
+                    [
+                        sieve.window_probabilities(chunk, self.model.encoder)
+                        for chunk in self._chunks(candidates, self._sieve_chunk)
+                    ]
+                )[self._inverse(candidates)]
             agrees = sieve.cleared(screened, lengths)
             if self.model.exit is None:
                 result[agrees] = sieve.reported(screened[agrees], flag)

@@ -222,3 +222,34 @@ def test_a_window_longer_than_the_cap_always_gets_the_transformer(cascade: Predi
     (windows,) = cascade.model.encoder.text_windows([long_plain])
     assert len(windows[0].ids) - 2 > MAX_CLEARABLE_TOKENS
     assert cascade.harm_screened([long_plain]).stages.tolist() == [Stage.MODEL]
+
+
+def test_the_cheap_stages_run_only_where_they_could_clear(
+    cascade: Predictor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A window over the cap skips the sieve, and a batch the sieve clears none of skips the
+    early exit's head: their answers could not change anything there."""
+    model = cascade.model
+    assert model.sieve is not None and model.exit is not None
+    sieved: list[int] = []
+    exited: list[int] = []
+    sieve_windows = model.sieve.window_probabilities
+    exit_hidden = model.exit.hidden_probabilities
+
+    def count_sieve(windows, encoder):  # type: ignore[no-untyped-def]
+        sieved.extend(len(w.ids) - 2 for w in windows)
+        return sieve_windows(windows, encoder)
+
+    def count_exit(hidden, mask):  # type: ignore[no-untyped-def]
+        exited.append(len(hidden))
+        return exit_hidden(hidden, mask)
+
+    monkeypatch.setattr(model.sieve, "window_probabilities", count_sieve)
+    monkeypatch.setattr(model.exit, "hidden_probabilities", count_exit)
+    long_plain = " ".join([PLAIN] * 3)
+    before = cascade.harm_screened([long_plain, HARMFUL])
+    assert sieved and max(sieved) <= MAX_CLEARABLE_TOKENS  # only HARMFUL's window
+    assert exited == []  # the sieve doubts HARMFUL, the long text cannot be cleared
+    assert before.stages.tolist() == [Stage.MODEL, Stage.MODEL]
+    cascade.harm_screened([PLAIN])
+    assert exited == [1]
