@@ -160,9 +160,11 @@ def max_difference(before: Path, after: Path) -> float:
     return max(differences)
 
 
-def fuse_folder(model_dir: Path) -> list[Path]:
+def fuse_folder(model_dir: Path, *, tail_only: bool = False) -> list[Path]:
     """Fuse a model folder's transformer file(s) in place and record the new checksum."""
     paths = [model_dir / MODEL_FILE] + [p for p in [model_dir / TAIL_FILE] if p.exists()]
+    if tail_only:
+        paths = paths[1:]
     changed = [path for path in paths if fuse_file(path)]
     if changed:
         labels_path = model_dir / LABELS_FILE
@@ -180,12 +182,18 @@ def _restore(copy: Path, model_dir: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True, help="model folder to rewrite")
+    parser.add_argument(
+        "--tail-only",
+        action="store_true",
+        help="leave a split model's front as it is (one layer: little to gain, and rewriting "
+        "its 13 MB of embeddings grows a repository that commits the model by as much)",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as scratch:
         before = Path(scratch) / "before"
         shutil.copytree(args.model, before)
         try:
-            changed = fuse_folder(args.model)
+            changed = fuse_folder(args.model, tail_only=args.tail_only)
             if not changed:
                 print(f"{args.model}: already fused", flush=True)
                 return 0
