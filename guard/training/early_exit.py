@@ -122,9 +122,19 @@ def resplit(front: Path, tail: Path, layer: int, work: Path) -> tuple[Path, Path
         initializer=list(
             {i.name: i for i in [*head.graph.initializer, *rest.graph.initializer]}.values()
         ),
+        # Recorded shapes carry inference past fused attention nodes (contrib ops).
+        value_info=list(
+            {v.name: v for v in [*head.graph.value_info, *rest.graph.value_info]}.values()
+        ),
     )
+    opsets: dict[str, int] = {}
+    for part in (head, rest):  # a fused half also imports com.microsoft (fastgraph)
+        for opset in part.opset_import:
+            opsets[opset.domain] = max(opsets.get(opset.domain, 0), opset.version)
     joined = onnx.helper.make_model(
-        graph, opset_imports=head.opset_import, ir_version=head.ir_version
+        graph,
+        opset_imports=[onnx.helper.make_opsetid(d, v) for d, v in opsets.items()],
+        ir_version=head.ir_version,
     )
     whole = work / "joined.int8.onnx"
     onnx.save(joined, str(whole))

@@ -8,7 +8,7 @@ softmax and a pass that replaces NaN with zero (for rows with every key masked, 
 window never has: its first token is always real).  :func:`fuse_attention` replaces all
 of that with one ``com.microsoft.MultiHeadAttention`` node per layer, fed the projected
 query, key and value and the attention mask; the int8 projections around it stay as
-they are.  On one core that saves ~8% of a 64-token turn (benchmarks/README.md).  The
+they are.  On one core that saves ~7% of a 64-token turn (models/MODEL_CARD.md, Speed).  The
 outputs match the unfused graph to float rounding: a text scored alone moves by at most
 1e-3 in any probability (the command checks sample texts and restores the folder
 otherwise; tests/training/test_fastgraph.py checks the shipped model).
@@ -95,6 +95,11 @@ def fuse_attention(model: onnx.ModelProto) -> onnx.ModelProto:
     kept = [init for init in graph.initializer if init.name in needed]
     del graph.initializer[:]
     graph.initializer.extend(kept)
+    # Shapes stay recorded for what is left: onnx's shape inference cannot see through the
+    # contrib node, and cutting the graph again (early_exit.resplit) needs them.
+    known = [info for info in graph.value_info if info.name in needed]
+    del graph.value_info[:]
+    graph.value_info.extend(known)
     if not any(op.domain == _CONTRIB for op in model.opset_import):
         model.opset_import.append(helper.make_opsetid(_CONTRIB, 1))
     return model
