@@ -49,7 +49,7 @@ TOMGIBBS_JOINED = 300
 TOMGIBBS_TURNS = 300
 
 # Dev-split sources whose benign prompts are *hard* (look harmful or are real chat turns);
-# the flag threshold is tuned on their false-positive rate (train.tune_thresholds).
+# the flag threshold is tuned on their false-positive rate (thresholds.tune_thresholds).
 HARD_BENIGN_SOURCES = frozenset({"repo_benign", "purplellama_frr", "tomgibbs", "mtbench101"})
 
 csv.field_size_limit(10_000_000)

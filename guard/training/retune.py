@@ -3,7 +3,7 @@
     python3 -m guard.training.retune --data /work/shared/datasets --model runs/v3 [--write]
 
 Loads the model dir's ONNX model, rebuilds the dev split exactly as training does
-(``data.load`` with the same seed) and runs :func:`guard.training.train.tune_thresholds`.
+(``data.load`` with the same seed) and runs :func:`guard.training.thresholds.tune_thresholds`.
 Prints the old and new thresholds and dev figures; ``--write`` stores them in the model
 dir's labels.json (the model file and its sha256 are untouched).
 """
@@ -18,7 +18,7 @@ from guard.classifier.labels import LABELS_FILE
 from guard.classifier.predictor import Predictor
 from guard.classifier.session import load_model
 from guard.training import data as data_mod
-from guard.training.train import tune_thresholds
+from guard.training.thresholds import tune_thresholds
 
 
 def main(argv: list[str] | None = None) -> int:

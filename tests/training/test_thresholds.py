@@ -1,4 +1,4 @@
-"""The cost-aware threshold rule of guard.training.train.tune_thresholds."""
+"""The cost-aware threshold rule of guard.training.thresholds.tune_thresholds."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("torch")
 
 from guard.training.data import Example
-from guard.training.train import tune_thresholds
+from guard.training.thresholds import tune_thresholds
 
 
 class FixedRisk:

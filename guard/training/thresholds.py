@@ -1,0 +1,98 @@
+"""The cost-aware threshold rule: flag and block points from the dev split of train/.
+
+Used by ``train`` after training and by ``retune`` on a shipped model; the rule itself is
+documented on :func:`tune_thresholds` and in the model card.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from guard.classifier.predictor import Predictor
+from guard.training import data as data_mod
+from guard.training.data import REFUSAL_CLASSES, Example
+
+HARD_BENIGN_MAX_FPR = 0.02  # flag: at most 2% of the dev split's hard benign prompts
+BLOCK_MAX_FPR = 0.01  # block: at most 1% of all the dev split's benign prompts
+
+
+def _rates(risk: np.ndarray, labels: np.ndarray, threshold: float) -> tuple[float, float, float]:
+    """(F1, recall, false-positive rate) of ``risk >= threshold``."""
+    predicted = risk >= threshold
+    tp = float((predicted & labels).sum())
+    fp = float((predicted & ~labels).sum())
+    fn = float((~predicted & labels).sum())
+    f1 = 2 * tp / max(1.0, 2 * tp + fp + fn)
+    return f1, tp / max(1.0, float(labels.sum())), fp / max(1.0, float((~labels).sum()))
+
+
+def tune_thresholds(
+    predictor: Predictor, dev: list[Example]
+) -> tuple[float, float, dict[str, float]]:
+    """Cost-aware thresholds from the dev split.
+
+    flag: the lowest threshold whose false-positive rate on the dev split's *hard* benign
+    prompts (lookalikes, CyberSecEval false-refusal prompts, real chat turns; see
+    ``data.HARD_BENIGN_SOURCES``) is at most 2%, and never below the best-F1 threshold.
+    Best F1 alone treats a false flag on benign chat as cheap as a miss; an operator who
+    sees every tenth conversation flagged turns the guard off.
+    block: the lowest threshold, never below flag, whose false-positive rate on all dev
+    benign prompts is at most 1%.
+    """
+    prompts = [e for e in dev if not e.is_reply]
+    risk = predictor.harm_probabilities([e.text for e in prompts])[:, 0]
+    labels = np.array([bool(e.harmful) for e in prompts])
+    grid = np.round(np.arange(0.05, 0.99, 0.005), 3)
+    best_f1, best_f1_at = -1.0, 0.5
+    for threshold in grid:  # ties go to the lowest threshold, as in v2
+        f1 = _rates(risk, labels, float(threshold))[0]
+        if f1 > best_f1:
+            best_f1, best_f1_at = f1, float(threshold)
+    seen: set[str] = set()
+    hard_rows: list[int] = []
+    for row, example in enumerate(prompts):
+        hard = not example.harmful and example.source in data_mod.HARD_BENIGN_SOURCES
+        if hard and example.text not in seen:
+            seen.add(example.text)
+            hard_rows.append(row)
+    hard_risk = risk[hard_rows]
+
+    def hard_fpr(threshold: float) -> float:
+        return float((hard_risk >= threshold).mean()) if len(hard_risk) else 0.0
+
+    hard_ok = [float(t) for t in grid if hard_fpr(float(t)) <= HARD_BENIGN_MAX_FPR]
+    flag = max(best_f1_at, hard_ok[0] if hard_ok else float(grid[-1]))
+    benign_risk = np.sort(risk[~labels])
+    index = math.ceil((1 - BLOCK_MAX_FPR) * len(benign_risk)) - 1
+    cutoff = float(benign_risk[index]) if len(benign_risk) else 0.5
+    block = float(min(0.99, max(flag, cutoff + 1e-3)))
+    f1_flag, recall_flag, fpr_flag = _rates(risk, labels, flag)
+    f1_block, recall_block, fpr_block = _rates(risk, labels, block)
+    stats = {
+        "rule": 1.0,  # 1: flag = max(best-F1 point, hard-benign FPR <= 2%); block = FPR <= 1%
+        "dev_prompts": float(len(prompts)),
+        "dev_hard_benign": float(len(hard_risk)),
+        "dev_best_f1": round(best_f1, 4),
+        "dev_best_f1_threshold": round(best_f1_at, 3),
+        "dev_f1_at_flag": round(f1_flag, 4),
+        "dev_recall_at_flag": round(recall_flag, 4),
+        "dev_fpr_at_flag": round(fpr_flag, 4),
+        "dev_hard_fpr_at_flag": round(hard_fpr(flag), 4),
+        "dev_f1_at_block": round(f1_block, 4),
+        "dev_recall_at_block": round(recall_block, 4),
+        "dev_fpr_at_block": round(fpr_block, 4),
+        "dev_hard_fpr_at_block": round(hard_fpr(block), 4),
+    }
+    replies = [e for e in dev if e.is_reply]
+    if replies:
+        from guard.scoring import ReplyInput
+
+        probabilities = predictor.refusal_probabilities(
+            [ReplyInput(e.text, e.pair or "") for e in replies]
+        )
+        predicted_class = probabilities.argmax(axis=1)
+        truth = np.array([REFUSAL_CLASSES.index(e.refusal or "none") for e in replies])
+        stats["dev_refusal_accuracy"] = round(float((predicted_class == truth).mean()), 4)
+    return round(flag, 3), round(block, 3), stats
