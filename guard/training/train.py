@@ -50,6 +50,7 @@ class Encoded:
     refusal: int | None
     # A teacher model's logits for this window (--teacher): harm for prompts, refusal for replies.
     teacher: tuple[float, ...] | None = None
+    prompt: bool = True  # user-side text (harm head); False: a reply (refusal head)
 
 
 def encode(encoder: Encoder, examples: list[Example]) -> list[Encoded]:
@@ -68,8 +69,22 @@ def encode(encoder: Encoder, examples: list[Example]) -> list[Encoded]:
         [e.text for e in replies], [e.pair or "" for e in replies]
     )
     for example, window in zip(replies, reply_windows, strict=True):
-        result.append(Encoded(window, None, None, REFUSAL_CLASSES.index(example.refusal or "none")))
+        refusal = REFUSAL_CLASSES.index(example.refusal or "none")
+        result.append(Encoded(window, None, None, refusal, prompt=False))
     return result
+
+
+def unlabelled(encoder: Encoder, data: Path, count: int, seed: int) -> list[Encoded]:
+    """``count`` train/ user texts without labels (never the dev split's): with --teacher,
+    the teacher's scores on ordinary chat are their only target."""
+    from guard.training.sieve import unlabelled_texts
+
+    texts = [
+        t for t in unlabelled_texts(data / "train") if not data_mod.is_dev(Example(t, source=""))
+    ]
+    texts = random.Random(seed).sample(texts, min(count, len(texts)))  # noqa: S311 - reproducible sampling, not security
+    windows = encoder.text_windows(texts, first_only=True)
+    return [Encoded(w[0], None, None, None) for w in windows]
 
 
 def batches(items: list[Encoded], size: int, rng: random.Random) -> list[list[Encoded]]:
@@ -96,7 +111,7 @@ def tensors(encoder: Encoder, batch: list[Encoded]) -> dict[str, torch.Tensor]:
     teacher_refusal = torch.zeros((n, len(REFUSAL_CLASSES)))
     teacher_refusal_mask = torch.zeros((n, 1))
     for row, item in enumerate(batch):
-        if item.teacher is not None and item.harm is not None:
+        if item.teacher is not None and item.prompt:
             teacher_harm[row] = torch.tensor(item.teacher)
             teacher_harm_mask[row] = 1.0
         elif item.teacher is not None:
@@ -255,6 +270,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folds", type=int, default=2)
     parser.add_argument("--distil", type=float, default=0.5, help="weight of the teacher's loss")
     parser.add_argument(
+        "--unlabelled",
+        type=int,
+        default=0,
+        help="with --teacher: add this many unlabelled train/ user texts, teacher-scored",
+    )
+    parser.add_argument(
         "--init-from",
         type=Path,
         default=None,
@@ -276,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--temperature", type=float, default=2.0)
     args = parser.parse_args(argv)
+    if args.unlabelled and args.teacher is None:
+        parser.error("--unlabelled needs --teacher (the teacher's scores are their only target)")
     if args.intermediate is not None and args.init_from is None:
         parser.error("--intermediate needs --init-from (units are ranked on a trained model)")
     torch.set_num_threads(args.threads)
@@ -300,11 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     encoder = Encoder(Tokenizer.from_file(str(tokenizer_src)), windowing)
     encoded = encode(encoder, train_examples)
     if args.teacher is not None:
+        encoded += unlabelled(encoder, args.data, args.unlabelled, args.seed)
         logits = teacher_logits(
-            args.teacher,
-            [e.window for e in encoded],
-            [e.harm is not None for e in encoded],
-            args.threads,
+            args.teacher, [e.window for e in encoded], [e.prompt for e in encoded], args.threads
         )
         encoded = [replace(e, teacher=t) for e, t in zip(encoded, logits, strict=True)]
     model = train_model(args, encoder, encoded)
