@@ -384,7 +384,8 @@ def load(
         ]
     )
     if holdout_kinds:
-        held = {text for kind in holdout_kinds for text in benign_kinds().get(kind, [])}
+        kinds = benign_kinds()
+        held = {text for kind in holdout_kinds for text in kinds.get(kind, [])}
         examples = [e for e in examples if e.is_reply or e.text not in held]
     train = [e for e in examples if not is_dev(e, dev_fraction)]
     dev = [e for e in examples if is_dev(e, dev_fraction)]

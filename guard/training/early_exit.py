@@ -57,8 +57,8 @@ from guard.classifier.sieve import (
 )
 from guard.training import data as data_mod
 from guard.training.data import Example
-from guard.training.export import sha256
 from guard.training.fastgraph import fuse_file
+from guard.training.files import sha256
 from guard.training.model import HARM_OUTPUTS
 from guard.training.sieve import _targets, tune_clear_point, unlabelled_texts
 

@@ -8,10 +8,7 @@ import onnx
 import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
-from guard.training.files import sha256
 from guard.training.model import GuardClassifier
-
-__all__ = ["export_fp32", "quantize_int8", "sha256"]
 
 INPUT_NAMES = ["input_ids", "attention_mask", "token_type_ids"]
 OUTPUT_NAMES = ["harm", "refusal"]

@@ -110,13 +110,8 @@ def _heads(graph: onnx.GraphProto, prefix: str) -> int:
     spells out (the export writes [batch, sequence, -1, head size])."""
     reshape = next(n for n in graph.node if n.name == prefix + "Reshape")
     concat = next(n for n in graph.node if reshape.input[1] in n.output)
-    constants = {
-        out: onnx.numpy_helper.to_array(n.attribute[0].t)
-        for n in graph.node
-        if n.op_type == "Constant"
-        for out in n.output
-    }
-    head_size = int(np.asarray(constants[concat.input[3]]).reshape(-1)[0])
+    size = next(n for n in graph.node if n.op_type == "Constant" and concat.input[3] in n.output)
+    head_size = int(onnx.numpy_helper.to_array(size.attribute[0].t).reshape(-1)[0])
     add = next(n for n in graph.node if n.name == prefix + "query/Add")
     widths = [list(i.dims) for i in graph.initializer if i.name in add.input]
     return int(widths[0][-1]) // head_size

@@ -48,7 +48,7 @@ from guard.classifier.sieve import MAX_CLEARABLE_TOKENS, SIEVE_FILE, SIEVE_LABEL
 from guard.scoring import HAZARDS
 from guard.training import data as data_mod
 from guard.training.data import Example
-from guard.training.export import sha256
+from guard.training.files import sha256
 from guard.training.model import HARM_OUTPUTS, base_model_dir
 
 

@@ -37,7 +37,8 @@ from guard.scoring import HAZARDS
 from guard.training import data as data_mod
 from guard.training.data import REFUSAL_CLASSES, Example
 from guard.training.distil import distillation_loss, teacher_logits
-from guard.training.export import export_fp32, quantize_int8, sha256
+from guard.training.export import export_fp32, quantize_int8
+from guard.training.files import sha256
 from guard.training.model import GuardClassifier, base_model_dir
 from guard.training.thresholds import tune_thresholds
 
