@@ -67,18 +67,23 @@ def serial(port: int, count: int) -> list[float]:
 
 
 def guard_totals(port: int) -> dict[str, tuple[float, float]]:
-    """(sum in seconds, count) of each of the guard's own histograms in :data:`HISTOGRAMS`."""
+    """The guard's :data:`HISTOGRAMS` as (sum in seconds, count), read from its /metrics."""
     conn = http.client.HTTPConnection("127.0.0.1", port)
     conn.request("GET", "/metrics")
     text = conn.getresponse().read().decode()
     conn.close()
+    return parse_totals(text)
+
+
+def parse_totals(text: str) -> dict[str, tuple[float, float]]:
+    """(sum, count) of each of :data:`HISTOGRAMS` in Prometheus text exposition."""
     totals = {}
     for key, (name, labels) in HISTOGRAMS.items():
-        selector = "{" + labels + "}" if labels else ""
+        selector = re.escape("{" + labels + "}" if labels else "")
         found = {
             part: float(m.group(1))
             for part in ("sum", "count")
-            if (m := re.search(rf"^{name}_{part}{re.escape(selector)} (\S+)$", text, re.M))
+            if (m := re.search(rf"^{name}_{part}{selector} (\S+)$", text, re.M))
         }
         totals[key] = (found["sum"], found["count"])
     return totals

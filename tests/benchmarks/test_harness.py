@@ -152,3 +152,29 @@ def test_quality_table_marks_missing_results(tmp_path: Path) -> None:
     text = quality.render(loaded, None)
     assert "| xstest_prompts | 450 | 0.955 | 3.2% | 0.942 | 0.8% |" in text
     assert "Llama Guard 3-8B F1 0.884, FPR 4.4%" in text
+
+
+def test_overhead_reads_the_guards_histograms_and_times_serial_requests(
+    upstream: targets.Target,
+) -> None:
+    from prometheus_client import generate_latest
+
+    from benchmarks import overhead
+    from guard.metrics import GuardMetrics
+
+    metrics = GuardMetrics()
+    metrics.request_duration.labels(route="chat").observe(0.004)
+    metrics.classifier_duration.labels(stage="prompt").observe(0.003)
+    metrics.guard_overhead.labels(direction="request").observe(0.0035)
+    metrics.guard_overhead.labels(direction="reply").observe(0.0002)
+    before = overhead.parse_totals(generate_latest(metrics.registry).decode())
+    metrics.request_duration.labels(route="chat").observe(0.008)
+    metrics.request_duration.labels(route="chat").observe(0.010)
+    metrics.upstream_duration.observe(0.001)
+    after = overhead.parse_totals(generate_latest(metrics.registry).decode())
+    means = overhead.means_between(before, after)
+    assert means["request_ms"] == pytest.approx(9.0)
+    assert means["upstream_ms"] == pytest.approx(1.0)
+    assert means["classifier_ms"] == 0.0  # nothing observed in between
+    times = overhead.serial(upstream.port, 3)
+    assert len(times) == 3 and all(t > 0 for t in times)
