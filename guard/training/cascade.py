@@ -75,55 +75,51 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return result
 
 
-def oof_sieve(
-    args: argparse.Namespace,
-    examples: list[Example],
-    windows: list[Window],
-    soft: np.ndarray,
-    fold_of: np.ndarray,
-    predictor: Predictor,
-) -> np.ndarray:
+@dataclass(frozen=True, slots=True)
+class Folds:
+    """The training texts as the stages see them, the teacher's view, and each one's fold."""
+
+    examples: list[Example]
+    windows: list[Window]  # each example's first window
+    soft: np.ndarray  # the transformer's probabilities for those windows
+    fold_of: np.ndarray
+
+
+def oof_sieve(args: argparse.Namespace, folds: Folds, predictor: Predictor) -> np.ndarray:
     """Each example's sieve risk from a sieve trained without its fold (int8, as served)."""
     encoder = predictor.model.encoder
     vectors = sieve.distilled_vectors(args.dim)
-    risk = np.zeros(len(examples), dtype=np.float32)
+    risk = np.zeros(len(folds.examples), dtype=np.float32)
     for fold in range(args.folds):
-        inside = np.flatnonzero(fold_of != fold)
-        model = sieve.train_sieve(
-            args, encoder, [examples[i] for i in inside], soft[inside], vectors
-        )
+        inside = np.flatnonzero(folds.fold_of != fold)
+        chosen = [folds.examples[i] for i in inside]
+        model = sieve.train_sieve(args, encoder, chosen, folds.soft[inside], vectors)
         work = args.work / f"fold{fold}"
         sieve.export(model, work / "sieve.fp32.onnx", work / "sieve.onnx")
         session = open_session(work / "sieve.onnx", "cpu", args.threads, outputs=("harm",))
         labels = SieveLabels(model_sha256="out-of-fold", dim=args.dim, clear_below=0.0)
         stage = Sieve(session, labels, work / "sieve.onnx")
-        outside = np.flatnonzero(fold_of == fold)
+        outside = np.flatnonzero(folds.fold_of == fold)
         for start in range(0, len(outside), 256):
             rows = outside[start : start + 256]
-            risk[rows] = stage.window_probabilities([windows[i] for i in rows], encoder)[:, 0]
+            windows = [folds.windows[i] for i in rows]
+            risk[rows] = stage.window_probabilities(windows, encoder)[:, 0]
     return risk
 
 
-def oof_exit(
-    args: argparse.Namespace,
-    examples: list[Example],
-    windows: list[Window],
-    soft: np.ndarray,
-    fold_of: np.ndarray,
-    predictor: Predictor,
-) -> np.ndarray:
+def oof_exit(args: argparse.Namespace, folds: Folds, predictor: Predictor) -> np.ndarray:
     """Each example's early-exit risk from a head trained without its fold."""
-    pooled = early_exit.pooled_states(predictor.model.session, predictor, windows)
-    target, mask = sieve._targets(examples)
-    soft_t = torch.from_numpy(soft.astype(np.float32))
-    risk = np.zeros(len(examples), dtype=np.float32)
+    pooled = early_exit.pooled_states(predictor.model.session, predictor, folds.windows)
+    target, mask = sieve._targets(folds.examples)
+    soft = torch.from_numpy(folds.soft.astype(np.float32))
+    risk = np.zeros(len(folds.examples), dtype=np.float32)
     for fold in tqdm(range(args.folds), desc="out-of-fold exit heads"):
-        inside = np.flatnonzero(fold_of != fold)
+        inside = np.flatnonzero(folds.fold_of != fold)
         head = early_exit.fit_head(
-            pooled.whole[inside], target[inside], mask[inside], soft_t[inside], args.exit_epochs,
+            pooled.whole[inside], target[inside], mask[inside], soft[inside], args.exit_epochs,
             fold,
         )  # fmt: skip
-        outside = np.flatnonzero(fold_of == fold)
+        outside = np.flatnonzero(folds.fold_of == fold)
         risk[outside] = early_exit._risk(head, pooled, outside)
     return risk
 
@@ -168,8 +164,9 @@ def score(args: argparse.Namespace) -> Scores:
     fold_of = np.array([i % args.folds for i in range(len(examples))])
     random.Random(args.seed).shuffle(fold_of)  # noqa: S311 - reproducible folds
 
-    exit_risk = oof_exit(args, examples, windows, soft, fold_of, teacher)
-    sieve_risk = oof_sieve(args, examples, windows, soft, fold_of, teacher)
+    folds = Folds(examples, windows, soft, fold_of)
+    exit_risk = oof_exit(args, folds, teacher)
+    sieve_risk = oof_sieve(args, folds, teacher)
     dev_exit = np.zeros(len(dev_windows), dtype=np.float32)
     for row, window in enumerate(dev_windows):  # one at a time, as a lone turn is served
         batch = encoder.batch([window])
