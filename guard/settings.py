@@ -90,7 +90,10 @@ class ClassifierSettings(_Section):
         "cpu", description="onnxruntime execution provider; auto prefers CUDA when present."
     )
     intra_op_threads: int = Field(
-        1, ge=0, description="Threads per inference run (0: onnxruntime chooses)."
+        1,
+        ge=0,
+        description="Threads per inference run (0: onnxruntime chooses); idle ones sleep, "
+        "never spin.",
     )
     inference_threads: int = Field(
         2, ge=1, description="Inference runs at once, off the event loop."
