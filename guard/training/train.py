@@ -35,6 +35,7 @@ from guard.classifier.predictor import Predictor
 from guard.classifier.session import load_model
 from guard.scoring import HAZARDS
 from guard.training import data as data_mod
+from guard.training import noise
 from guard.training.data import REFUSAL_CLASSES, Example
 from guard.training.distil import distillation_loss, teacher_logits
 from guard.training.export import export_fp32, quantize_int8
@@ -297,6 +298,12 @@ def main(argv: list[str] | None = None) -> int:
         "split does not place a new model's thresholds, see the model card)",
     )
     parser.add_argument("--temperature", type=float, default=2.0)
+    parser.add_argument(
+        "--digit-noise",
+        type=int,
+        default=0,
+        help="add N copies of training prompts with a number put in (guard.training.noise)",
+    )
     args = parser.parse_args(argv)
     if args.unlabelled and args.teacher is None:
         parser.error("--unlabelled needs --teacher (the teacher's scores are their only target)")
@@ -321,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
 
     windowing = Windowing(max_length=args.max_length, stride=args.stride)
     tokenizer_src = base_model_dir() / TOKENIZER_FILE
-    encoder = Encoder(Tokenizer.from_file(str(tokenizer_src)), windowing)
+    tokenizer = Tokenizer.from_file(str(tokenizer_src))
+    encoder = Encoder(tokenizer, windowing)
     encoded = encode(encoder, train_examples)
     if args.teacher is not None:
         encoded += unlabelled(encoder, args.data, args.unlabelled, args.seed)
@@ -329,6 +337,13 @@ def main(argv: list[str] | None = None) -> int:
             args.teacher, [e.window for e in encoded], [e.prompt for e in encoded], args.threads
         )
         encoded = [replace(e, teacher=t) for e, t in zip(encoded, logits, strict=True)]
+    if args.digit_noise:  # after the teacher: a noisy copy keeps the clean window's targets
+        prompts = [e for e in encoded if e.prompt]
+        chosen = random.Random(args.seed).choices(prompts, k=args.digit_noise)  # noqa: S311 - reproducible sampling, not security
+        noisy = noise.noisy_windows(
+            [e.window for e in chosen], tokenizer, args.max_length, args.seed
+        )
+        encoded += [replace(e, window=w) for e, w in zip(chosen, noisy, strict=True)]
     model = train_model(args, encoder, encoded)
 
     args.work.mkdir(parents=True, exist_ok=True)
