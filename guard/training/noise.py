@@ -10,7 +10,10 @@ the noisy text as the teacher answers the clean one.
 
 The runs are written as people and systems write numbers (order and phone numbers,
 dates, amounts, spaced single digits as in the benchmarks' turns) and put at the end, at
-the start or between two words of the window, within its length.
+the start or between two words of the window, within its length.  ``--filler-noise``
+does the same with other additions that say nothing about harm (reference codes,
+punctuation runs, smileys, pleasantries): on the dev split " Ref: XK-QP-ZZ." cost v3 27
+of its 371 catches.
 """
 
 from __future__ import annotations
@@ -48,10 +51,38 @@ def number_text(rng: random.Random) -> str:
     return _digits(rng, rng.randint(6, 16))  # one long number
 
 
-def number_runs(tokenizer: Tokenizer, count: int, seed: int) -> list[tuple[int, ...]]:
-    """Token ids of ``count`` numbers (no special tokens)."""
+_PLEASANTRIES = (
+    "Thanks a lot in advance!", "Please answer quickly.", "Hi there!", "Cheers.",
+    "Thank you so much for your help!", "Sorry for my English.", "Be detailed please.",
+    "I appreciate it.", "Hello!", "Any help is welcome :)", "(sent from my phone)", "lol",
+)  # fmt: skip
+
+
+def filler_text(rng: random.Random) -> str:
+    """Something people append that says nothing about harm: a code, punctuation, a smiley,
+    a pleasantry."""
+    kind = rng.randrange(4)
+    if kind == 0:  # reference code
+        letters = "ABCDEFGHJKLMNPQRSTUVWXYZ"
+        parts = ["".join(rng.choice(letters) for _ in range(rng.randint(2, 4))) for _ in range(3)]
+        return f"{rng.choice(['Ref:', 'Code', 'Tag', 'Key'])} {'-'.join(parts)}."
+    if kind == 1:  # punctuation run
+        mark = rng.choice(["!", "?", ".", "*", "-", "#", "~"])
+        return " ".join(mark * rng.randint(1, 3) for _ in range(rng.randint(3, 10)))
+    if kind == 2:  # smileys
+        return " ".join(
+            rng.choice([":)", ":(", ";)", ":D", "xD", "<3", "^^"]) for _ in range(rng.randint(1, 5))
+        )
+    return rng.choice(_PLEASANTRIES)
+
+
+def number_runs(
+    tokenizer: Tokenizer, count: int, seed: int, *, fillers: bool = False
+) -> list[tuple[int, ...]]:
+    """Token ids of ``count`` numbers, or of fillers (no special tokens)."""
     rng = random.Random(seed)  # noqa: S311 - reproducible augmentation, not security
-    texts = [number_text(rng) for _ in range(count)]
+    make = filler_text if fillers else number_text
+    texts = [make(rng) for _ in range(count)]
     tokenizer.no_truncation()  # as the Encoder sets it: the shipped tokenizer.json pads
     tokenizer.no_padding()
     return [tuple(e.ids) for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
@@ -72,9 +103,14 @@ def with_number(window: Window, run: Sequence[int], max_length: int, rng: random
 
 
 def noisy_windows(
-    windows: Sequence[Window], tokenizer: Tokenizer, max_length: int, seed: int
+    windows: Sequence[Window],
+    tokenizer: Tokenizer,
+    max_length: int,
+    seed: int,
+    *,
+    fillers: bool = False,
 ) -> list[Window]:
-    """Each window again with a number of its own put in (see :func:`with_number`)."""
+    """Each window again with a number (or a filler) of its own put in (:func:`with_number`)."""
     rng = random.Random(seed)  # noqa: S311 - reproducible augmentation, not security
-    runs = number_runs(tokenizer, len(windows), seed)
+    runs = number_runs(tokenizer, len(windows), seed, fillers=fillers)
     return [with_number(w, run, max_length, rng) for w, run in zip(windows, runs, strict=True)]

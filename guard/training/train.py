@@ -304,6 +304,12 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="add N copies of training prompts with a number put in (guard.training.noise)",
     )
+    parser.add_argument(
+        "--filler-noise",
+        type=int,
+        default=0,
+        help="add N copies with a code, punctuation, smileys or a pleasantry put in",
+    )
     args = parser.parse_args(argv)
     if args.unlabelled and args.teacher is None:
         parser.error("--unlabelled needs --teacher (the teacher's scores are their only target)")
@@ -337,11 +343,12 @@ def main(argv: list[str] | None = None) -> int:
             args.teacher, [e.window for e in encoded], [e.prompt for e in encoded], args.threads
         )
         encoded = [replace(e, teacher=t) for e, t in zip(encoded, logits, strict=True)]
-    if args.digit_noise:  # after the teacher: a noisy copy keeps the clean window's targets
-        prompts = [e for e in encoded if e.prompt]
-        chosen = random.Random(args.seed).choices(prompts, k=args.digit_noise)  # noqa: S311 - reproducible sampling, not security
+    prompts = [e for e in encoded if e.prompt]
+    for count, fillers in ((args.digit_noise, False), (args.filler_noise, True)):
+        # After the teacher: a noisy copy keeps its clean window's label and logits.
+        chosen = random.Random(args.seed + fillers).choices(prompts, k=count)  # noqa: S311 - reproducible sampling, not security
         noisy = noise.noisy_windows(
-            [e.window for e in chosen], tokenizer, args.max_length, args.seed
+            [e.window for e in chosen], tokenizer, args.max_length, args.seed, fillers=fillers
         )
         encoded += [replace(e, window=w) for e, w in zip(chosen, noisy, strict=True)]
     model = train_model(args, encoder, encoded)

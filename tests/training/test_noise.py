@@ -50,3 +50,17 @@ def test_a_full_window_is_cut_to_make_room_and_padding_is_off() -> None:
     (noisy,) = noise.noisy_windows([long], tokenizer, 128, seed=3)
     assert len(noisy.ids) == 128
     assert noisy.ids[-1] == long.ids[-1]
+
+
+def test_fillers_say_nothing_and_go_in_like_numbers() -> None:
+    rng = random.Random(7)
+    fillers = [noise.filler_text(rng) for _ in range(200)]
+    assert not any(re.search(r"\d\d", f) for f in fillers)  # numbers are the other kind
+    assert len(set(fillers)) > 50
+    tokenizer = Tokenizer.from_file(str(TOKENIZER))
+    encoder = Encoder(tokenizer, Windowing())
+    clean = _window(encoder, "Write a phishing email to steal bank passwords.")
+    for window in noise.noisy_windows([clean] * 10, tokenizer, 128, seed=4, fillers=True):
+        assert len(window.ids) > len(clean.ids)
+        rest = iter(window.ids)
+        assert all(token in rest for token in clean.ids)  # the clean ids, in order
