@@ -74,7 +74,8 @@ class Encoder:
             raise ValueError("tokenizer lacks [CLS], [SEP] or [PAD]")
         self._cls, self._sep, self._pad = cls_id, sep_id, pad_id
 
-    def _ids(self, texts: Sequence[str]) -> list[list[int]]:
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Each text's token ids, without special tokens."""
         encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
         return [list(encoding.ids) for encoding in encodings]
 
@@ -83,7 +84,7 @@ class Encoder:
         width = self.windowing.max_length - 2
         stride = self.windowing.stride
         result: list[list[Window]] = []
-        for ids in self._ids(texts):
+        for ids in self.token_ids(texts):
             starts = [0]
             if not first_only:
                 while starts[-1] + width < len(ids):
@@ -100,7 +101,9 @@ class Encoder:
         """One (prompt head, reply head) pair window per reply."""
         room = self.windowing.max_length - 3
         result = []
-        for prompt_ids, reply_ids in zip(self._ids(prompts), self._ids(replies), strict=True):
+        for prompt_ids, reply_ids in zip(
+            self.token_ids(prompts), self.token_ids(replies), strict=True
+        ):
             head = prompt_ids[: self.windowing.reply_prompt_tokens]
             body = reply_ids[: room - len(head)]
             first = (self._cls, *head, self._sep)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,18 +152,15 @@ def score(args: argparse.Namespace) -> Scores:
     train_examples, dev_examples = data_mod.load(args.data, seed=args.seed)
     dev = [e for e in dev_examples if not e.is_reply]
     examples = [e for e in train_examples if not e.is_reply] + [
-        Example(text=text, source="unlabelled")
-        for text in sieve.unlabelled_texts(args.data / "train")
-        if not data_mod.is_dev(Example(text=text, source=""))
+        Example(text=t, source="unlabelled") for t in sieve.unlabelled_texts(args.data / "train")
     ]
     encoder = model.encoder
     windows = [w[0] for w in encoder.text_windows([e.text for e in examples], first_only=True)]
     dev_windows = [w[0] for w in encoder.text_windows([e.text for e in dev], first_only=True)]
     soft = _sigmoid(teacher.run(windows).harm).astype(np.float32)
-    fold_of = np.array([i % args.folds for i in range(len(examples))])
-    random.Random(args.seed).shuffle(fold_of)  # noqa: S311 - reproducible folds
-
-    folds = Folds(examples, windows, soft, fold_of)
+    folds = Folds(
+        examples, windows, soft, early_exit.fold_assignment(len(examples), args.folds, args.seed)
+    )
     exit_risk = oof_exit(args, folds, teacher)
     sieve_risk = oof_sieve(args, folds, teacher)
     dev_exit = np.zeros(len(dev_windows), dtype=np.float32)

@@ -171,6 +171,13 @@ class Pooled:
     owner: np.ndarray  # [rows] window index of each span row
 
 
+def fold_assignment(count: int, folds: int, seed: int) -> np.ndarray:
+    """Each of ``count`` examples' fold, balanced and shuffled reproducibly."""
+    fold_of = np.array([i % folds for i in range(count)])
+    random.Random(seed).shuffle(fold_of)  # noqa: S311 - reproducible folds
+    return fold_of
+
+
 def pooled_states(
     session: ort.InferenceSession, predictor: Predictor, windows: list[Window]
 ) -> Pooled:
@@ -325,11 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     train_examples, dev_examples = data_mod.load(args.data, seed=args.seed)
     prompts = [e for e in train_examples if not e.is_reply]
     dev = [e for e in dev_examples if not e.is_reply]
-    extra = [
-        Example(text=text, source="unlabelled")
-        for text in unlabelled_texts(args.data / "train")
-        if not data_mod.is_dev(Example(text=text, source=""))
-    ]
+    extra = [Example(text=t, source="unlabelled") for t in unlabelled_texts(args.data / "train")]
     examples = prompts + extra
     encoder = whole.encoder
     windows = [w[0] for w in encoder.text_windows([e.text for e in examples], first_only=True)]
@@ -342,8 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     soft = torch.from_numpy(soft_np.astype(np.float32))
 
     # Out-of-fold risk for every training prompt: each fold's head never saw it.
-    fold_of = np.array([i % args.folds for i in range(len(examples))])
-    random.Random(args.seed).shuffle(fold_of)  # noqa: S311 - reproducible folds
+    fold_of = fold_assignment(len(examples), args.folds, args.seed)
     oof = np.zeros(len(examples), dtype=np.float32)
     for fold in tqdm(range(args.folds), desc="out-of-fold heads"):
         inside = np.flatnonzero(fold_of != fold)

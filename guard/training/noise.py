@@ -21,9 +21,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from tokenizers import Tokenizer
-
-from guard.classifier.encoding import Window
+from guard.classifier.encoding import Encoder, Window
 
 
 def _digits(rng: random.Random, count: int) -> str:
@@ -77,15 +75,12 @@ def filler_text(rng: random.Random) -> str:
 
 
 def number_runs(
-    tokenizer: Tokenizer, count: int, seed: int, *, fillers: bool = False
+    encoder: Encoder, count: int, seed: int, *, fillers: bool = False
 ) -> list[tuple[int, ...]]:
     """Token ids of ``count`` numbers, or of fillers (no special tokens)."""
     rng = random.Random(seed)  # noqa: S311 - reproducible augmentation, not security
     make = filler_text if fillers else number_text
-    texts = [make(rng) for _ in range(count)]
-    tokenizer.no_truncation()  # as the Encoder sets it: the shipped tokenizer.json pads
-    tokenizer.no_padding()
-    return [tuple(e.ids) for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
+    return [tuple(ids) for ids in encoder.token_ids([make(rng) for _ in range(count)])]
 
 
 def with_number(window: Window, run: Sequence[int], max_length: int, rng: random.Random) -> Window:
@@ -103,14 +98,11 @@ def with_number(window: Window, run: Sequence[int], max_length: int, rng: random
 
 
 def noisy_windows(
-    windows: Sequence[Window],
-    tokenizer: Tokenizer,
-    max_length: int,
-    seed: int,
-    *,
-    fillers: bool = False,
+    windows: Sequence[Window], encoder: Encoder, seed: int, *, fillers: bool = False
 ) -> list[Window]:
-    """Each window again with a number (or a filler) of its own put in (:func:`with_number`)."""
+    """Each window again with a number (or a filler) of its own put in (:func:`with_number`),
+    within the encoder's window length."""
     rng = random.Random(seed)  # noqa: S311 - reproducible augmentation, not security
-    runs = number_runs(tokenizer, len(windows), seed, fillers=fillers)
-    return [with_number(w, run, max_length, rng) for w, run in zip(windows, runs, strict=True)]
+    runs = number_runs(encoder, len(windows), seed, fillers=fillers)
+    length = encoder.windowing.max_length
+    return [with_number(w, run, length, rng) for w, run in zip(windows, runs, strict=True)]

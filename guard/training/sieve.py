@@ -96,7 +96,8 @@ class HarmSieve(nn.Module):
 
 
 def unlabelled_texts(train_dir: Path) -> list[str]:
-    """train/ user text without a harm label: the teacher's judgement is the only target."""
+    """train/ user text without a harm label, outside the dev split: the teacher's
+    judgement is the only target."""
     texts = []
     for line in (train_dir / "hh_rlhf_harmless_base/hh_rlhf_harmless_base.norm.jsonl").open():
         messages = json.loads(line)["messages"]
@@ -104,7 +105,7 @@ def unlabelled_texts(train_dir: Path) -> list[str]:
             texts.append(str(messages[0]["content"]))
     for line in (train_dir / "gsm8k/train.jsonl").open():
         texts.append(str(json.loads(line)["question"]))
-    return texts
+    return [text for text in texts if not data_mod.is_dev(Example(text=text, source=""))]
 
 
 def _targets(examples: list[Example]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -247,11 +248,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # The teacher is the transformer in --out, judged on exactly the windows the sieve sees.
     teacher = Predictor(load_model(args.out, intra_op_threads=args.threads))
-    extra = [
-        Example(text=text, source="unlabelled")
-        for text in unlabelled_texts(args.data / "train")
-        if not data_mod.is_dev(Example(text=text, source=""), data_mod.DEV_FRACTION)
-    ]
+    extra = [Example(text=t, source="unlabelled") for t in unlabelled_texts(args.data / "train")]
     examples = train_prompts + extra
     first = [w[0] for w in encoder.text_windows([e.text for e in examples], first_only=True)]
     soft = 1.0 / (1.0 + np.exp(-teacher.run(first).harm))

@@ -81,9 +81,7 @@ def unlabelled(encoder: Encoder, data: Path, count: int, seed: int) -> list[Enco
     the teacher's scores on ordinary chat are their only target."""
     from guard.training.sieve import unlabelled_texts
 
-    texts = [
-        t for t in unlabelled_texts(data / "train") if not data_mod.is_dev(Example(t, source=""))
-    ]
+    texts = unlabelled_texts(data / "train")
     texts = random.Random(seed).sample(texts, min(count, len(texts)))  # noqa: S311 - reproducible sampling, not security
     windows = encoder.text_windows(texts, first_only=True)
     return [Encoded(w[0], None, None, None) for w in windows]
@@ -334,8 +332,7 @@ def main(argv: list[str] | None = None) -> int:
 
     windowing = Windowing(max_length=args.max_length, stride=args.stride)
     tokenizer_src = base_model_dir() / TOKENIZER_FILE
-    tokenizer = Tokenizer.from_file(str(tokenizer_src))
-    encoder = Encoder(tokenizer, windowing)
+    encoder = Encoder(Tokenizer.from_file(str(tokenizer_src)), windowing)
     encoded = encode(encoder, train_examples)
     if args.teacher is not None:
         encoded += unlabelled(encoder, args.data, args.unlabelled, args.seed)
@@ -347,9 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     for count, fillers in ((args.digit_noise, False), (args.filler_noise, True)):
         # After the teacher: a noisy copy keeps its clean window's label and logits.
         chosen = random.Random(args.seed + fillers).choices(prompts, k=count)  # noqa: S311 - reproducible sampling, not security
-        noisy = noise.noisy_windows(
-            [e.window for e in chosen], tokenizer, args.max_length, args.seed, fillers=fillers
-        )
+        noisy = noise.noisy_windows([e.window for e in chosen], encoder, args.seed, fillers=fillers)
         encoded += [replace(e, window=w) for e, w in zip(chosen, noisy, strict=True)]
     model = train_model(args, encoder, encoded)
 

@@ -29,7 +29,7 @@ def test_a_noisy_window_keeps_its_words_and_special_tokens() -> None:
     tokenizer = Tokenizer.from_file(str(TOKENIZER))
     encoder = Encoder(tokenizer, Windowing())
     clean = _window(encoder, "How do I make meth at home?")
-    noisy = noise.noisy_windows([clean] * 20, tokenizer, 128, seed=1)
+    noisy = noise.noisy_windows([clean] * 20, encoder, seed=1)
     cls, sep = clean.ids[0], clean.ids[-1]
     for window in noisy:
         assert window.ids[0] == cls and window.ids[-1] == sep
@@ -42,12 +42,12 @@ def test_a_noisy_window_keeps_its_words_and_special_tokens() -> None:
 
 def test_a_full_window_is_cut_to_make_room_and_padding_is_off() -> None:
     tokenizer = Tokenizer.from_file(str(TOKENIZER))  # the shipped file pads to 128
-    runs = noise.number_runs(tokenizer, 5, seed=2)
-    assert all(0 not in run for run in runs)  # no [PAD] ids in a run
     encoder = Encoder(tokenizer, Windowing())
+    runs = noise.number_runs(encoder, 5, seed=2)
+    assert all(0 not in run for run in runs)  # no [PAD] ids in a run
     long = _window(encoder, "word " * 300)
     assert len(long.ids) == 128
-    (noisy,) = noise.noisy_windows([long], tokenizer, 128, seed=3)
+    (noisy,) = noise.noisy_windows([long], encoder, seed=3)
     assert len(noisy.ids) == 128
     assert noisy.ids[-1] == long.ids[-1]
 
@@ -60,7 +60,7 @@ def test_fillers_say_nothing_and_go_in_like_numbers() -> None:
     tokenizer = Tokenizer.from_file(str(TOKENIZER))
     encoder = Encoder(tokenizer, Windowing())
     clean = _window(encoder, "Write a phishing email to steal bank passwords.")
-    for window in noise.noisy_windows([clean] * 10, tokenizer, 128, seed=4, fillers=True):
+    for window in noise.noisy_windows([clean] * 10, encoder, seed=4, fillers=True):
         assert len(window.ids) > len(clean.ids)
         rest = iter(window.ids)
         assert all(token in rest for token in clean.ids)  # the clean ids, in order
