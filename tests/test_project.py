@@ -33,3 +33,18 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
     assert command is not None
     ci_lines = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
     assert command.group(1).strip() in ci_lines
+
+
+def test_training_tests_collect_without_torch() -> None:
+    # torch is an optional extra: on a machine without it, the torch tests skip and the rest
+    # must still import.  A None entry in sys.modules makes `import torch` fail even where
+    # torch is installed, so this holds on every machine.
+    code = (
+        "import sys; sys.modules['torch'] = None; import pytest; "
+        "sys.exit(pytest.main(['--collect-only', '-q', '-p', 'no:cacheprovider', "
+        "'tests/training']))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -26,7 +26,7 @@ from guard.classifier.labels import LABELS_FILE
 from guard.classifier.predictor import Predictor
 from guard.classifier.session import load_model
 from guard.training import data as data_mod
-from guard.training.train import HOLDOUT_FILE
+from guard.training.files import HOLDOUT_FILE
 
 FLAG_MAX_FPR = 0.04  # issue 3's false-positive target for XSTest's safe lookalikes
 BLOCK_MAX_FPR = 0.02  # block acts without review: half of it

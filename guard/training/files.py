@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+HOLDOUT_FILE = "holdout.json"  # a cross-fitting fold model's held-out kinds
+
 
 def sha256(path: Path) -> str:
     """Hex SHA-256 of a file, read in 1 MiB chunks (models are tens of MB)."""

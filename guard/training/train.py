@@ -39,7 +39,7 @@ from guard.training import noise
 from guard.training.data import REFUSAL_CLASSES, Example
 from guard.training.distil import distillation_loss, teacher_logits
 from guard.training.export import export_fp32, quantize_int8
-from guard.training.files import sha256
+from guard.training.files import HOLDOUT_FILE, sha256
 from guard.training.model import GuardClassifier, base_model_dir
 from guard.training.thresholds import tune_thresholds
 
@@ -229,7 +229,6 @@ def train_model(
     return model
 
 
-HOLDOUT_FILE = "holdout.json"  # a cross-fitting fold model's held-out kinds
 
 
 def main(argv: list[str] | None = None) -> int:
