@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 
+from guard.classifier.encoding import plain_quotes
+
 _CUES = re.compile(
     r"""
     \b(?:sorry|apologi[sz]e|apologies|unfortunately|regrettably)\b
@@ -35,4 +37,4 @@ _CUES = re.compile(
 
 def has_refusal_cue(reply: str) -> bool:
     """True when ``reply`` shows any lexical sign of declining (then the model decides)."""
-    return _CUES.search(reply) is not None
+    return _CUES.search(plain_quotes(reply)) is not None

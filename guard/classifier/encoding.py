@@ -22,6 +22,23 @@ from tokenizers import Tokenizer
 
 IntArray = npt.NDArray[np.int64]
 
+# Typographic quotes as ASCII.  The WordPiece vocabulary has "'" but reads "’" as a token
+# of its own, so "I can’t help" and "I can't help" were different texts to the model, and
+# many chat models (and hh-rlhf's replies) write the curly form.
+_PLAIN_QUOTES = str.maketrans(
+    {
+        "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'",
+        "\u02bc": "'", "\uff07": "'",
+        "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"', "\u2033": '"',
+        "\uff02": '"',
+    }
+)  # fmt: skip
+
+
+def plain_quotes(text: str) -> str:
+    """``text`` with typographic single and double quotes replaced by ASCII ones."""
+    return text.translate(_PLAIN_QUOTES)
+
 
 @dataclass(frozen=True, slots=True)
 class Windowing:
@@ -76,7 +93,9 @@ class Encoder:
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Each text's token ids, without special tokens."""
-        encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        encodings = self._tokenizer.encode_batch(
+            [plain_quotes(text) for text in texts], add_special_tokens=False
+        )
         return [list(encoding.ids) for encoding in encodings]
 
     def text_windows(self, texts: Sequence[str], *, first_only: bool = False) -> list[list[Window]]:

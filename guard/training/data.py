@@ -35,6 +35,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from guard.classifier.encoding import plain_quotes
 from guard.scoring import HAZARDS, Refusal
 from guard.training import taxonomy
 from guard.training.synthetic import DATA_DIR
@@ -145,6 +146,7 @@ def weak_refusal_label(reply: str, complied: bool | None = None) -> str | None:
     otherwise reasoned if its first two sentences name a harm, law, policy or value, else
     bare.  ``complied`` is an external judge's verdict where one exists (JailbreakBench).
     """
+    reply = plain_quotes(reply)  # hh-rlhf writes "I can’t": the cues are spelt with "'"
     head = reply.strip()[:400]
     if not _REFUSAL_CUE.search(head):
         if complied is False:

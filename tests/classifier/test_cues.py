@@ -16,6 +16,9 @@ from guard.classifier.cues import has_refusal_cue
         "I'm not able to assist with this request.",
         "This goes against my guidelines.",
         "Unfortunately that isn't something I do.",
+        # Typographic apostrophes, as many chat models write them.
+        "I can’t help you with that.",
+        "I won’t write that, and I’m not going to.",
     ],
 )
 def test_refusals_show_a_cue(reply: str) -> None:

@@ -13,6 +13,7 @@ from guard.classifier.encoding import Encoder, Windowing
 def _encoder(windowing: Windowing) -> Encoder:
     vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3}
     vocab.update({f"w{i}": 10 + i for i in range(100)})
+    vocab.update({"can": 200, "'": 201, "t": 202, '"': 203})
     tokenizer = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
     tokenizer.pre_tokenizer = Whitespace()
     return Encoder(tokenizer, windowing)
@@ -72,3 +73,11 @@ def test_bad_window_geometry_is_refused(
 ) -> None:
     with pytest.raises(ValueError, match="must"):
         Windowing(max_length, stride, reply_prompt_tokens)
+
+
+def test_typographic_quotes_encode_as_ascii_ones() -> None:
+    encoder = _encoder(Windowing(max_length=16, stride=4, reply_prompt_tokens=2))
+    assert encoder.token_ids(["can\u2019t \u201cw1\u201d \u2018w2\u2019"]) == encoder.token_ids(
+        ["can't \"w1\" 'w2'"]
+    )
+    assert encoder.token_ids(["can\u2019t"]) == [[200, 201, 202]]
