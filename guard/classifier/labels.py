@@ -49,6 +49,20 @@ class Thresholds(BaseModel):
         return self
 
 
+class ReplyHeadFit(BaseModel):
+    """How the refusal head was refit on the frozen encoder (guard.training.reply_head)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    l2: float = Field(ge=0.0)
+    examples: int = Field(ge=1)
+    sources: dict[str, int]
+    dev_refit: dict[str, float]
+    dev_shipped: dict[str, float]
+    wall_s: float
+    tail_sha256: str
+
+
 class Labels(BaseModel):
     """The label map and window geometry shipped beside the model."""
 
@@ -65,6 +79,7 @@ class Labels(BaseModel):
     base_model: str = "sentence-transformers/all-MiniLM-L6-v2"
     layers: int = Field(ge=1)
     tuning: dict[str, float] = Field(default_factory=dict)
+    reply_head: ReplyHeadFit | None = None  # set when the refusal head was refit alone
 
     @model_validator(mode="after")
     def _matches_contract(self) -> Labels:

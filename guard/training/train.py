@@ -229,8 +229,6 @@ def train_model(
     return model
 
 
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="datasets folder (holds train/)")

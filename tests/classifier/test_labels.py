@@ -44,3 +44,14 @@ def test_degenerate_thresholds_do_not_divide_by_zero() -> None:
     labels = _labels(0.0, 1.0)
     assert labels.calibrate(0.0) == RISK_FLAG
     assert labels.calibrate(1.0) == pytest.approx(RISK_BLOCK)
+
+
+def test_a_refit_reply_head_is_recorded_and_checked() -> None:
+    record = {
+        "l2": 1e-4, "examples": 10, "sources": {"repo_replies": 10}, "dev_refit": {"f1": 0.9},
+        "dev_shipped": {"f1": 0.8}, "wall_s": 1.0, "tail_sha256": "0" * 64,
+    }  # fmt: skip
+    raw = _labels(0.5, 0.8).model_dump()
+    assert Labels.model_validate({**raw, "reply_head": record}).reply_head is not None
+    with pytest.raises(ValueError, match="reply_head"):
+        Labels.model_validate({**raw, "reply_head": {**record, "typo": 1}})
