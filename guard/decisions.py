@@ -86,6 +86,14 @@ class ReplyVerdict:
     retry: Retry | None = None  # over-refusal: try the upstream once more (see Retry)
 
 
+_ACTION_RANK = {Action.ALLOW: 0, Action.FLAG: 1, Action.REWRITE: 2, Action.BLOCK: 3}
+
+
+def stronger(first: Action, second: Action) -> Action:
+    """The more consequential of two actions (block > rewrite > flag > allow)."""
+    return first if _ACTION_RANK[first] >= _ACTION_RANK[second] else second
+
+
 class StreamStepKind(enum.StrEnum):
     HOLD = "hold"  # keep buffering upstream chunks; nothing decided yet
     RELEASE = "release"  # relay every held chunk unchanged, then keep going
@@ -97,3 +105,5 @@ class StreamStep:
     kind: StreamStepKind
     text: str | None = None
     verdict: ReplyVerdict | None = field(default=None)
+    index: int = 0  # the choice a REPLACE's text continues (n > 1)
+    others: tuple[int, ...] = ()  # the other choices a REPLACE ends with it

@@ -1,8 +1,9 @@
 """The engine: where every request and reply is decided.  Knows nothing of HTTP.
 
 Front doors call :meth:`Engine.check_request` before forwarding, then either
-:meth:`Engine.check_reply` with the whole reply or :meth:`Engine.open_stream` to judge a
-streamed reply delta by delta, and do what the returned verdict says.
+:meth:`Engine.check_reply` with the whole reply (:meth:`Engine.check_choices` for ``n`` > 1)
+or :meth:`Engine.open_choice_streams` to judge a streamed reply delta by delta, and do what
+the returned verdict says.
 
 Decisions come from three sources: the classifier's scores, the conversation memory's
 judgement (escalation, forged or pruned history, earlier refusals) and the policy set
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, TypeVar
 
 import structlog
@@ -43,7 +44,7 @@ from guard.policy.decide import (
 from guard.policy.loader import PolicySet
 from guard.policy.provider import PolicyProvider
 from guard.policy.voice import compose_leak_cut, compose_refusal, unavailable
-from guard.reply_stream import ReplyStream, sentence_ends
+from guard.reply_stream import ChoiceStreams, ReplyStream, sentence_ends
 from guard.scoring import HarmScore, Refusal, ReplyInput, ReplyScore, Scorer
 from guard.settings import SHIPPED_POLICY_DIR
 
@@ -210,6 +211,22 @@ class Engine:
         await self.conclude(request, verdict, decided, relayed=_relayed(decided, reply))
         return decided
 
+    async def check_choices(
+        self, request: GuardRequest, verdict: RequestVerdict, replies: Sequence[str]
+    ) -> list[ReplyVerdict]:
+        """Decide on every choice of a whole reply (``n`` > 1), one verdict each.
+
+        Each is counted and remembered as relayed, since the client may go on with any
+        of them; none is retried (a retry answers one choice, not n).
+        """
+        policies = self.policies
+        decided = await asyncio.gather(
+            *(self.judge_reply(policies, request, verdict, reply) for reply in replies)
+        )
+        for one, reply in zip(decided, replies, strict=True):
+            await self.conclude(request, verdict, one, relayed=_relayed(one, reply))
+        return list(decided)
+
     async def check_retry(
         self,
         request: GuardRequest,
@@ -244,6 +261,10 @@ class Engine:
     def open_stream(self, request: GuardRequest, verdict: RequestVerdict) -> ReplyStream:
         """Judge a streamed reply delta by delta (see :mod:`guard.reply_stream`)."""
         return ReplyStream(self, self.policies, request, verdict)
+
+    def open_choice_streams(self, request: GuardRequest, verdict: RequestVerdict) -> ChoiceStreams:
+        """Judge every choice of a streamed reply, each with its own :meth:`open_stream`."""
+        return ChoiceStreams(lambda: self.open_stream(request, verdict))
 
     async def judge_reply(
         self,

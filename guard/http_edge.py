@@ -50,7 +50,6 @@ HOP_BY_HOP: frozenset[bytes] = frozenset(
     )
 )
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
-_ACTION_RANK = {Action.ALLOW: 0, Action.FLAG: 1, Action.REWRITE: 2, Action.BLOCK: 3}
 
 
 def header(scope: Scope, name: bytes) -> bytes | None:
@@ -93,11 +92,6 @@ def without_hop_by_hop(headers: Iterable[tuple[bytes, bytes]], *drop: bytes) -> 
     }
     excluded = HOP_BY_HOP | named | set(drop)
     return [(name, value) for name, value in pairs if name not in excluded]
-
-
-def stronger(first: Action, second: Action) -> Action:
-    """The more consequential of two actions (block > rewrite > flag > allow)."""
-    return first if _ACTION_RANK[first] >= _ACTION_RANK[second] else second
 
 
 def decision_headers(request_id: str, decision: Action, would: Action | None) -> Headers:

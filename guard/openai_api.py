@@ -152,6 +152,35 @@ def reply_text(completion_object: Mapping[str, Any]) -> str | None:
     return _clean(message_text(message))
 
 
+def reply_texts(completion_object: Mapping[str, Any]) -> list[str]:
+    """Text of every choice of an upstream completion, in order ("" where one has none)."""
+    choices = completion_object.get("choices")
+    if not isinstance(choices, list):
+        return []
+    texts = []
+    for choice in choices:
+        message = choice.get("message") if isinstance(choice, Mapping) else None
+        texts.append(_clean(message_text(message)) if isinstance(message, Mapping) else "")
+    return texts
+
+
+def with_choice_texts(upstream: Mapping[str, Any], texts: Mapping[int, str]) -> bytes:
+    """The upstream's completion with the choices at ``texts``' positions replaced."""
+    payload = dict(upstream)
+    choices = list(payload.get("choices") or [])
+    for position, text in texts.items():
+        choice = choices[position]
+        index = choice.get("index", position) if isinstance(choice, Mapping) else position
+        choices[position] = {
+            "index": index,
+            "message": {"role": "assistant", "content": text, "refusal": None},
+            "logprobs": None,
+            "finish_reason": "stop",
+        }
+    payload["choices"] = choices
+    return json.dumps(payload).encode()
+
+
 def rewritten_completion(upstream: Mapping[str, Any], text: str) -> bytes:
     """The upstream's completion with every choice's message replaced by ``text``.
 
@@ -187,24 +216,35 @@ class StreamIdentity:
         return cls(new_completion_id(), model or "guard", int(time.time()))
 
 
-def _chunk_event(identity: StreamIdentity, delta: dict[str, Any], finish: str | None) -> bytes:
+def _chunk_event(
+    identity: StreamIdentity, delta: dict[str, Any], finish: str | None, index: int = 0
+) -> bytes:
     payload = {
         "id": identity.completion_id,
         "object": "chat.completion.chunk",
         "created": identity.created,
         "model": identity.model,
-        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}],
     }
     return b"data: " + json.dumps(payload).encode() + b"\n\n"
 
 
-def chunk_events(text: str, identity: StreamIdentity, *, with_role: bool = True) -> list[bytes]:
-    """SSE events answering with ``text``: role, content, finish ``stop``, ``[DONE]``."""
+def chunk_events(
+    text: str,
+    identity: StreamIdentity,
+    *,
+    with_role: bool = True,
+    index: int = 0,
+    also_ends: Sequence[int] = (),
+) -> list[bytes]:
+    """SSE events answering with ``text`` as choice ``index``: role, content, finish
+    ``stop`` (for ``also_ends`` too, the other choices of an ``n`` > 1 stream), ``[DONE]``."""
     events: list[bytes] = []
     if with_role:
-        events.append(_chunk_event(identity, {"role": "assistant", "content": ""}, None))
-    events.append(_chunk_event(identity, {"content": text}, None))
-    events.append(_chunk_event(identity, {}, "stop"))
+        events.append(_chunk_event(identity, {"role": "assistant", "content": ""}, None, index))
+    events.append(_chunk_event(identity, {"content": text}, None, index))
+    for ended in sorted({index, *also_ends}):
+        events.append(_chunk_event(identity, {}, "stop", ended))
     events.append(DONE_EVENT)
     return events
 

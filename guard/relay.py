@@ -18,7 +18,14 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
-from guard.decisions import Action, GuardRequest, Mode, ReplyVerdict, RequestVerdict
+from guard.decisions import (
+    Action,
+    GuardRequest,
+    Mode,
+    ReplyVerdict,
+    RequestVerdict,
+    stronger,
+)
 from guard.engine import Engine
 from guard.errors import RequestError, UpstreamBadResponse, UpstreamError
 from guard.http_edge import (
@@ -33,7 +40,6 @@ from guard.http_edge import (
     header,
     read_body,
     request_id_for,
-    stronger,
     without_hop_by_hop,
 )
 from guard.logs import bound_request, get_logger
@@ -45,8 +51,10 @@ from guard.openai_api import (
     completion,
     parse_chat_request,
     reply_text,
+    reply_texts,
     rewritten_completion,
     stream_error_event,
+    with_choice_texts,
     with_system_message,
 )
 from guard.relay_record import ChatRecord, account
@@ -274,7 +282,12 @@ class ChatRelay:
         content_type = _first(reply.headers, b"content-type") or b""
         if content_type.lower().startswith(b"text/event-stream"):
             await relay_stream(
-                self, responder, chat, self.engine.open_stream(request, verdict), reply, record
+                self,
+                responder,
+                chat,
+                self.engine.open_choice_streams(request, verdict),
+                reply,
+                record,
             )
         else:
             await self._relay_whole(responder, request, verdict, reply, record, (chat, forward))
@@ -295,6 +308,10 @@ class ChatRelay:
             raise UpstreamBadResponse("upstream completion is not JSON") from exc
         if not isinstance(payload, dict):
             raise UpstreamBadResponse("upstream completion is not a JSON object")
+        texts = reply_texts(payload)
+        if len(texts) > 1:
+            await self._relay_choices(responder, (request, verdict), reply, record, body, texts)
+            return
         begun = time.perf_counter()
         judged = await self.engine.check_reply(request, verdict, reply_text(payload) or "")
         record.reply_overhead_s += time.perf_counter() - begun
@@ -307,6 +324,33 @@ class ChatRelay:
         headers = without_hop_by_hop(reply.headers, *BODY_FRAMING)
         if judged.action in (Action.REWRITE, Action.BLOCK):
             body = rewritten_completion(payload, judged.text or "")
+            headers = [(k, v) for k, v in headers if k != b"content-type"] + [_JSON]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await responder.whole(reply.status, headers + self.decision_headers(record), body)
+
+    async def _relay_choices(
+        self,
+        responder: Responder,
+        judging: tuple[GuardRequest, RequestVerdict],
+        reply: Reply,
+        record: ChatRecord,
+        body: bytes,
+        texts: list[str],
+    ) -> None:
+        """A whole reply of ``n`` > 1 choices: each judged; those rewritten, replaced alone."""
+        begun = time.perf_counter()
+        verdicts = await self.engine.check_choices(*judging, texts)
+        record.reply_overhead_s += time.perf_counter() - begun
+        for judged in verdicts:
+            self.note_verdict(record, judged)
+        replaced = {
+            position: judged.text or ""
+            for position, judged in enumerate(verdicts)
+            if judged.action in (Action.REWRITE, Action.BLOCK)
+        }
+        headers = without_hop_by_hop(reply.headers, *BODY_FRAMING)
+        if replaced:
+            body = with_choice_texts(json.loads(body), replaced)
             headers = [(k, v) for k, v in headers if k != b"content-type"] + [_JSON]
         headers.append((b"content-length", str(len(body)).encode()))
         await responder.whole(reply.status, headers + self.decision_headers(record), body)

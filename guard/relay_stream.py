@@ -1,8 +1,8 @@
 """Relaying one judged SSE stream: hold, release or replace, event by event.
 
 The upstream's events go out byte for byte unless the engine says otherwise.  Each event
-is fed to the engine's :class:`guard.engine.ReplyStream` (its choice-0 delta text, or ""
-for events without any) and held while the step says HOLD; RELEASE sends everything held;
+is fed to the engine's :class:`guard.reply_stream.ChoiceStreams` (its delta text by choice,
+or nothing for events without any) and held while the step says HOLD; RELEASE sends everything held;
 REPLACE drops what is held, ends the stream with the guard's text in the stream's own
 id/model, and the caller closes the upstream.  The response head is sent with the first
 non-HOLD step, so ``x-guard-decision`` can say ``rewrite`` for a stream replaced whole.
@@ -18,7 +18,7 @@ from guard.decisions import StreamStep
 from guard.decisions import StreamStepKind as Kind
 from guard.http_edge import Responder, without_hop_by_hop
 from guard.openai_api import ChatRequest, StreamIdentity, chunk_events
-from guard.reply_stream import ReplyStream
+from guard.reply_stream import ChoiceStreams
 from guard.sse import SSEEvent, SSEParser, chunk_facts
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ async def relay_stream(
     relay: ChatRelay,
     responder: Responder,
     chat: ChatRequest,
-    stream: ReplyStream,
+    stream: ChoiceStreams,
     reply: Reply,
     record: ChatRecord,
 ) -> None:
@@ -54,7 +54,7 @@ async def relay_stream(
                 continue
             state.note_identity(event)
             state.held.append(event.raw)
-            step = await state.timed(stream.feed(chunk_facts(event).text))
+            step = await state.timed(stream.feed(chunk_facts(event).texts))
             if await state.apply(step):
                 return
     tail = parser.close()
@@ -122,7 +122,13 @@ class _StreamState:
         self.held.clear()
         await self._start()
         identity = self.identity or StreamIdentity.fresh(self.chat.model)
-        events = chunk_events(step.text or "", identity, with_role=not self.released_any)
+        events = chunk_events(
+            step.text or "",
+            identity,
+            with_role=not self.released_any,
+            index=step.index,
+            also_ends=step.others,
+        )
         await self.responder.end(b"".join(events))
         return True
 

@@ -19,7 +19,9 @@ would-decisions.
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from guard.decisions import (
@@ -30,6 +32,7 @@ from guard.decisions import (
     RequestVerdict,
     StreamStep,
     StreamStepKind,
+    stronger,
 )
 from guard.scoring import Refusal
 
@@ -186,3 +189,59 @@ def _too_late(whole: ReplyVerdict) -> ReplyVerdict:
         action=Action.FLAG, would=whole.would, mode=whole.mode, refusal=whole.refusal,
         category=whole.category, reasons=(*whole.reasons, "already_relayed"),
     )  # fmt: skip
+
+
+class ChoiceStreams:
+    """Judges every choice of one stream (``n`` > 1), each with a :class:`ReplyStream`.
+
+    Events interleave the choices, and the relay holds or releases events, not choices:
+    so the stream holds while any choice's judge holds, and a choice that must be
+    replaced ends the whole stream (its own text as its last delta, every other choice
+    finished), since what was held for the others cannot be told apart from it.  With one
+    choice this is exactly that choice's :class:`ReplyStream`.
+    """
+
+    def __init__(self, open_stream: Callable[[], ReplyStream]) -> None:
+        self._open = open_stream
+        self._streams: dict[int, ReplyStream] = {0: open_stream()}
+        self._kinds: dict[int, StreamStepKind] = {}
+
+    async def feed(self, texts: Mapping[int, str]) -> StreamStep:
+        """Take one event's delta text by choice (empty for events without any)."""
+        fed = texts or {0: ""}
+        steps: list[tuple[int, StreamStep]] = []
+        for index, text in sorted(fed.items()):
+            stream = self._streams.get(index)
+            if stream is None:
+                stream = self._streams[index] = self._open()
+            steps.append((index, await stream.feed(text)))
+        return self._combined(steps)
+
+    async def finish(self) -> StreamStep:
+        """The upstream ended: finish every choice's judge."""
+        steps = [(index, await stream.finish()) for index, stream in sorted(self._streams.items())]
+        return self._combined(steps)
+
+    def _combined(self, steps: list[tuple[int, StreamStep]]) -> StreamStep:
+        for index, step in steps:
+            self._kinds[index] = step.kind
+        if len(self._streams) == 1:
+            return steps[0][1]
+        for index, step in steps:
+            if step.kind is StreamStepKind.REPLACE:
+                others = tuple(i for i in sorted(self._streams) if i != index)
+                return dataclasses.replace(step, index=index, others=others)
+        verdict = _strongest([step.verdict for _, step in steps])
+        if any(kind is StreamStepKind.HOLD for kind in self._kinds.values()):
+            return StreamStep(StreamStepKind.HOLD, verdict=verdict)
+        return StreamStep(StreamStepKind.RELEASE, verdict=verdict)
+
+
+def _strongest(verdicts: list[ReplyVerdict | None]) -> ReplyVerdict | None:
+    strongest: ReplyVerdict | None = None
+    for verdict in verdicts:
+        if verdict is not None and (
+            strongest is None or stronger(verdict.action, strongest.action) is not strongest.action
+        ):
+            strongest = verdict
+    return strongest

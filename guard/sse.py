@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from guard.errors import UpstreamBadResponse
@@ -105,17 +105,35 @@ class SSEParser:
         return event
 
 
+# OpenAI's own limit on ``n``; an index outside 0..MAX_CHOICES-1 is judged as choice 0's.
+MAX_CHOICES = 128
+
+
 @dataclass(frozen=True, slots=True)
 class ChunkFacts:
     """What the relay needs from one ``chat.completion.chunk``."""
 
-    text: str
+    texts: Mapping[int, str] = field(default_factory=dict)  # delta text by choice index
     completion_id: str | None = None
     model: str | None = None
     created: int | None = None
 
+    @property
+    def text(self) -> str:
+        """Choice 0's delta text."""
+        return self.texts.get(0, "")
 
-_NO_FACTS = ChunkFacts(text="")
+
+_NO_FACTS = ChunkFacts()
+
+
+def _choice_index(choice: Mapping[str, Any]) -> int:
+    index = choice.get("index", 0)
+    if isinstance(index, int) and not isinstance(index, bool) and 0 <= index < MAX_CHOICES:
+        return index
+    return 0
+
+
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -136,7 +154,7 @@ def _delta_text(delta: Mapping[str, Any]) -> str:
 
 
 def chunk_facts(event: SSEEvent) -> ChunkFacts:
-    """Delta text of choice 0 and the stream identity; empty for anything else."""
+    """Delta text by choice and the stream identity; empty for anything else."""
     if event.data is None or event.is_done:
         return _NO_FACTS
     try:
@@ -145,20 +163,22 @@ def chunk_facts(event: SSEEvent) -> ChunkFacts:
         return _NO_FACTS
     if not isinstance(payload, Mapping):
         return _NO_FACTS
-    text = ""
+    texts: dict[int, str] = {}
     choices = payload.get("choices")
     if isinstance(choices, Sequence) and not isinstance(choices, str):
         for choice in choices:
-            if not isinstance(choice, Mapping) or choice.get("index", 0) != 0:
+            if not isinstance(choice, Mapping):
                 continue
             delta = choice.get("delta")
             if isinstance(delta, Mapping):
-                text += _delta_text(delta)
+                index = _choice_index(choice)
+                text = _LONE_SURROGATE.sub("\ufffd", _delta_text(delta))
+                texts[index] = texts.get(index, "") + text
     completion_id = payload.get("id")
     model = payload.get("model")
     created = payload.get("created")
     return ChunkFacts(
-        text=_LONE_SURROGATE.sub("\ufffd", text),
+        texts=texts,
         completion_id=completion_id if isinstance(completion_id, str) else None,
         model=model if isinstance(model, str) else None,
         created=created if isinstance(created, int) and not isinstance(created, bool) else None,

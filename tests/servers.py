@@ -180,13 +180,13 @@ def completion_payload(text: str, model: str) -> dict[str, Any]:
     }
 
 
-def _chunk(model: str, delta: dict[str, Any], finish: str | None = None) -> bytes:
+def _chunk(model: str, delta: dict[str, Any], finish: str | None = None, index: int = 0) -> bytes:
     payload = {
         "id": "chatcmpl-fake-1",
         "object": "chat.completion.chunk",
         "created": 1_700_000_000,
         "model": model,
-        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}],
     }
     return b"data: " + json.dumps(payload).encode() + b"\n\n"
 
@@ -242,8 +242,33 @@ def fake_upstream_app(state: FakeUpstream) -> Starlette:
             return Response(b"<html>oops</html>", media_type="text/html")
         if model == "hang":
             await asyncio.sleep(5)
+        replies = data.get("fake_replies")  # one text per choice (the request's n)
+        if replies and not data.get("stream"):
+            payload = completion_payload(replies[0], model)
+            payload["choices"] = [
+                {**payload["choices"][0], "index": i, "message": {"role": "assistant",
+                 "content": reply, "refusal": None}}
+                for i, reply in enumerate(replies)
+            ]  # fmt: skip
+            return JSONResponse(payload)
         if not data.get("stream"):
             return JSONResponse(completion_payload(text, model))
+
+        async def choice_events() -> AsyncIterator[bytes]:
+            # Choices interleaved word by word, as servers stream n > 1.
+            pieces = [stream_pieces(reply) for reply in replies]
+            for index in range(len(replies)):
+                yield _chunk(model, {"role": "assistant", "content": ""}, index=index)
+            for step in range(max(len(p) for p in pieces)):
+                for index, words in enumerate(pieces):
+                    if step < len(words):
+                        yield _chunk(model, {"content": words[step]}, index=index)
+            for index in range(len(replies)):
+                yield _chunk(model, {}, "stop", index=index)
+            yield b"data: [DONE]\n\n"
+
+        if replies:
+            return StreamingResponse(choice_events(), media_type="text/event-stream")
 
         async def events() -> AsyncIterator[bytes]:
             yield _chunk(model, {"role": "assistant", "content": ""})

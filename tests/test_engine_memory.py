@@ -89,3 +89,15 @@ async def test_mild_follow_up_after_blocks_is_blocked_on_conversation_grounds(
     # block comes from the conversation, not from the turn's own score.
     assert "risk" not in verdict.reasons
     assert {"escalation", "repeated_after_blocks"} & set(verdict.reasons)
+
+
+async def test_every_choice_of_n_is_remembered_as_relayed(engine: Engine) -> None:
+    first = _request("hello there")
+    verdict = await engine.check_request(first)
+    choices = ["Hi! How can I help?", "Hello! What can I do for you?"]
+    verdicts = await engine.check_choices(first, verdict, choices)
+    assert [v.action for v in verdicts] == [Action.ALLOW, Action.ALLOW]
+    # The client may go on with either choice: neither is a forged turn.
+    follow_up = _request("hello there", choices[1], "tell me a joke")
+    verdict = await engine.check_request(follow_up)
+    assert verdict.judgement is not None and verdict.judgement.forged_turns == 0

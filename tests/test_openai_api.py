@@ -15,8 +15,10 @@ from guard.openai_api import (
     error_body,
     parse_chat_request,
     reply_text,
+    reply_texts,
     rewritten_completion,
     stream_error_event,
+    with_choice_texts,
 )
 
 
@@ -102,6 +104,36 @@ def test_reply_text_of_odd_completions_is_none() -> None:
     assert reply_text({}) is None
     assert reply_text({"choices": []}) is None
     assert reply_text({"choices": ["x"]}) is None
+
+
+def test_every_choice_is_read_and_one_can_be_replaced_alone() -> None:
+    upstream = {
+        "id": "chatcmpl-n", "object": "chat.completion", "created": 1, "model": "m",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "first"},
+             "finish_reason": "stop", "logprobs": None},
+            {"index": 1, "message": {"role": "assistant", "content": "second"},
+             "finish_reason": "length", "logprobs": None},
+            "not a choice",
+        ],
+    }  # fmt: skip
+    assert reply_texts(upstream) == ["first", "second", ""]
+    assert reply_texts({"choices": "x"}) == []
+    upstream["choices"].pop()
+    parsed = ChatCompletion.model_validate_json(with_choice_texts(upstream, {1: "guard"}))
+    assert [c.message.content for c in parsed.choices] == ["first", "guard"]
+    assert [c.index for c in parsed.choices] == [0, 1]
+    assert parsed.choices[0].finish_reason == "stop" and parsed.id == "chatcmpl-n"
+
+
+def test_a_replaced_choice_of_a_stream_ends_every_choice() -> None:
+    events = chunk_events("guard", StreamIdentity("c", "m", 1), index=2, also_ends=(0, 1))
+    chunks = [
+        ChatCompletionChunk.model_validate_json(event.removeprefix(b"data: "))
+        for event in events[:-1]
+    ]
+    assert {c.choices[0].index for c in chunks if c.choices[0].delta.content} == {2}
+    assert [c.choices[0].index for c in chunks if c.choices[0].finish_reason] == [0, 1, 2]
 
 
 def test_chunk_events_form_a_valid_stream() -> None:

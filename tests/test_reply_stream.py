@@ -12,7 +12,7 @@ from guard.engine import Engine
 from guard.errors import ScoringError
 from guard.metrics import GuardMetrics
 from guard.policy import load_policies
-from guard.reply_stream import ReplyStream, sentence_ends
+from guard.reply_stream import ChoiceStreams, ReplyStream, sentence_ends
 from guard.scoring import ReplyInput, ReplyScore
 from guard.settings import SHIPPED_POLICY_DIR
 from guard.testing import KeywordScorer
@@ -264,3 +264,41 @@ async def test_observe_mode_still_judges_the_whole_stream(
         ("bare_refusal",),
     )
     assert metrics.registry.get_sample_value("guard_refusals_total", {"refusal": "bare"}) == 1
+
+
+async def _choices(engine: Engine, prompt: str) -> ChoiceStreams:
+    request = _request(prompt)
+    return engine.open_choice_streams(request, await engine.check_request(request))
+
+
+async def test_choice_streams_hold_while_any_choice_is_undecided(enforce: Engine) -> None:
+    streams = await _choices(enforce, "tell me about lock picking")
+    assert (await streams.feed({})).kind is HOLD  # a role-only event
+    assert (await streams.feed({0: "Locksport is a hobby. "})).kind is RELEASE
+    assert (await streams.feed({1: "It is "})).kind is HOLD  # choice 1 not judged yet
+    assert (await streams.feed({1: "fun. "})).kind is RELEASE
+    # A risky request's replies are watched sentence by sentence: choice 0 holds to its
+    # next sentence end, and so does the stream, whatever choice 1 says meanwhile.
+    assert (await streams.feed({0: "Practice "})).kind is HOLD
+    assert (await streams.feed({1: "Really. "})).kind is HOLD
+    assert (await streams.feed({0: "on locks you own. "})).kind is RELEASE
+    assert (await streams.finish()).kind is RELEASE
+
+
+async def test_a_replaced_choice_says_which_and_ends_the_others(enforce: Engine) -> None:
+    streams = await _choices(enforce, "tell me about lock picking")
+    await streams.feed({0: "Locksport is a hobby. ", 1: "I'm sorry, "})
+    step = await streams.feed({1: "I can't help with that. "})
+    assert (step.kind, step.index, step.others) == (REPLACE, 1, (0,))
+    assert step.text and "I can't help with that." not in step.text
+
+
+async def test_one_choice_steps_are_that_streams_own(enforce: Engine) -> None:
+    pieces = ["Paris is ", "the capital. ", "It is old."]
+    single, multi = (
+        await _open(enforce, "capital of France?"),
+        await _choices(enforce, "capital of France?"),
+    )
+    for piece in pieces:
+        assert (await single.feed(piece)).kind is (await multi.feed({0: piece})).kind
+    assert (await single.finish()).kind is (await multi.finish()).kind

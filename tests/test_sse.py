@@ -65,6 +65,7 @@ def test_chunk_facts_reads_identity_refusal_and_tool_arguments() -> None:
     }  # fmt: skip
     facts = chunk_facts(SSEEvent(raw=b"", data=json.dumps(payload)))
     assert facts.text == 'No. {"a":'
+    assert facts.texts == {0: 'No. {"a":', 1: "other choice"}
     assert (facts.completion_id, facts.model, facts.created) == ("chatcmpl-9", "gpt", 123)
 
 
@@ -80,3 +81,9 @@ def test_an_endless_event_is_refused() -> None:
     parser.feed(b"data: " + b"x" * 1000)
     with pytest.raises(UpstreamBadResponse):
         parser.feed(b"x" * 100)
+
+
+@pytest.mark.parametrize("index", [-1, 128, 10**9, "1", True, None])
+def test_an_odd_choice_index_is_judged_as_choice_0(index: object) -> None:
+    payload = {"choices": [{"index": index, "delta": {"content": "text"}}]}
+    assert chunk_facts(SSEEvent(raw=b"", data=json.dumps(payload))).texts == {0: "text"}
