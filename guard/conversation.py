@@ -76,12 +76,18 @@ def message_text(message: Mapping[str, Any]) -> str:
     if isinstance(refusal, str) and refusal:
         text = f"{text}\n{refusal}" if text else refusal
     tool_calls = message.get("tool_calls")
-    if isinstance(tool_calls, Sequence) and not isinstance(tool_calls, str):
-        for call in tool_calls:
-            function = call.get("function") if isinstance(call, Mapping) else None
-            if isinstance(function, Mapping):
-                arguments = function.get("arguments")
-                name = function.get("name")
-                piece = f"{name}({arguments})" if isinstance(arguments, str) else str(name)
-                text = f"{text}\n{piece}" if text else piece
+    functions = (
+        [call.get("function") for call in tool_calls if isinstance(call, Mapping)]
+        if (isinstance(tool_calls, Sequence) and not isinstance(tool_calls, str))
+        else []
+    )
+    # The deprecated ``function_call`` carries arguments the same way, and servers still
+    # answer with it when a client sends ``functions``.
+    functions.append(message.get("function_call"))
+    for function in functions:
+        if isinstance(function, Mapping):
+            arguments = function.get("arguments")
+            name = function.get("name")
+            piece = f"{name}({arguments})" if isinstance(arguments, str) else str(name)
+            text = f"{text}\n{piece}" if text else piece
     return text

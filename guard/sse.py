@@ -143,13 +143,14 @@ def _delta_text(delta: Mapping[str, Any]) -> str:
         value = delta.get(key)
         if isinstance(value, str):
             parts.append(value)
+    functions: list[Any] = [delta.get("function_call")]  # the deprecated form first
     tool_calls = delta.get("tool_calls")
     if isinstance(tool_calls, Sequence) and not isinstance(tool_calls, str):
-        for call in tool_calls:
-            function = call.get("function") if isinstance(call, Mapping) else None
-            arguments = function.get("arguments") if isinstance(function, Mapping) else None
-            if isinstance(arguments, str):
-                parts.append(arguments)
+        functions += [call.get("function") for call in tool_calls if isinstance(call, Mapping)]
+    for function in functions:
+        arguments = function.get("arguments") if isinstance(function, Mapping) else None
+        if isinstance(arguments, str):
+            parts.append(arguments)
     return "".join(parts)
 
 

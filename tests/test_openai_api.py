@@ -100,6 +100,12 @@ def test_rewrite_replaces_every_choice_and_keeps_identity() -> None:
     )
 
 
+def test_reply_text_reads_the_deprecated_function_call() -> None:
+    message = {"role": "assistant", "content": None,
+               "function_call": {"name": "run", "arguments": '{"cmd": "rm -rf /"}'}}  # fmt: skip
+    assert reply_text({"choices": [{"message": message}]}) == 'run({"cmd": "rm -rf /"})'
+
+
 def test_reply_text_of_odd_completions_is_none() -> None:
     assert reply_text({}) is None
     assert reply_text({"choices": []}) is None

@@ -87,3 +87,8 @@ def test_an_endless_event_is_refused() -> None:
 def test_an_odd_choice_index_is_judged_as_choice_0(index: object) -> None:
     payload = {"choices": [{"index": index, "delta": {"content": "text"}}]}
     assert chunk_facts(SSEEvent(raw=b"", data=json.dumps(payload))).texts == {0: "text"}
+
+
+def test_chunk_facts_read_the_deprecated_function_call() -> None:
+    payload = {"choices": [{"index": 0, "delta": {"function_call": {"arguments": '{"q": 1'}}}]}
+    assert chunk_facts(SSEEvent(raw=b"", data=json.dumps(payload))).text == '{"q": 1'
