@@ -258,6 +258,14 @@ class Engine:
         )  # fmt: skip
         return chosen
 
+    def withholds_reasoning(self, verdict: RequestVerdict) -> bool:
+        """Whether the reply to a request so judged goes out without its chain of thought."""
+        policies = self.policies
+        setting = policies.general.reasoning
+        if setting == "relay" or policies.mode_for(verdict.category) is Mode.OBSERVE:
+            return False
+        return setting == "withhold" or verdict.would is not Action.ALLOW
+
     def open_stream(self, request: GuardRequest, verdict: RequestVerdict) -> ReplyStream:
         """Judge a streamed reply delta by delta (see :mod:`guard.reply_stream`)."""
         return ReplyStream(self, self.policies, request, verdict)

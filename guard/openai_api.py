@@ -152,6 +152,23 @@ def reply_text(completion_object: Mapping[str, Any]) -> str | None:
     return _clean(message_text(message))
 
 
+# Where servers put a model's chain of thought beside its answer (vLLM, SGLang, DeepSeek).
+REASONING_FIELDS = ("reasoning_content", "reasoning")
+
+
+def without_reasoning(completion_object: Any, part: str = "message") -> bool:
+    """Drop every choice's reasoning fields (``part``: message, or delta in a chunk) in
+    place; True when there was any."""
+    choices = completion_object.get("choices") if isinstance(completion_object, dict) else None
+    found = False
+    for choice in choices if isinstance(choices, list) else ():
+        holder = choice.get(part) if isinstance(choice, dict) else None
+        if isinstance(holder, dict):
+            for name in REASONING_FIELDS:
+                found = holder.pop(name, None) is not None or found
+    return found
+
+
 def reply_texts(completion_object: Mapping[str, Any]) -> list[str]:
     """Text of every choice of an upstream completion, in order ("" where one has none)."""
     choices = completion_object.get("choices")

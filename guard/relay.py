@@ -56,6 +56,7 @@ from guard.openai_api import (
     stream_error_event,
     with_choice_texts,
     with_system_message,
+    without_reasoning,
 )
 from guard.relay_record import ChatRecord, account
 from guard.relay_stream import BODY_FRAMING, relay_stream
@@ -281,14 +282,9 @@ class ChatRelay:
             return
         content_type = _first(reply.headers, b"content-type") or b""
         if content_type.lower().startswith(b"text/event-stream"):
-            await relay_stream(
-                self,
-                responder,
-                chat,
-                self.engine.open_choice_streams(request, verdict),
-                reply,
-                record,
-            )
+            streams = self.engine.open_choice_streams(request, verdict)
+            withhold = self.engine.withholds_reasoning(verdict)
+            await relay_stream(self, responder, chat, streams, reply, record, withhold=withhold)
         else:
             await self._relay_whole(responder, request, verdict, reply, record, (chat, forward))
 
@@ -308,6 +304,9 @@ class ChatRelay:
             raise UpstreamBadResponse("upstream completion is not JSON") from exc
         if not isinstance(payload, dict):
             raise UpstreamBadResponse("upstream completion is not a JSON object")
+        if self.engine.withholds_reasoning(verdict) and without_reasoning(payload):
+            body = json.dumps(payload).encode()
+            log.info("reasoning_withheld", request_id=record.request_id)
         texts = reply_texts(payload)
         if len(texts) > 1:
             await self._relay_choices(responder, (request, verdict), reply, record, body, texts)

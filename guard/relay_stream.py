@@ -10,6 +10,7 @@ non-HOLD step, so ``x-guard-decision`` can say ``rewrite`` for a stream replaced
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING
 from guard.decisions import StreamStep
 from guard.decisions import StreamStepKind as Kind
 from guard.http_edge import Responder, without_hop_by_hop
-from guard.openai_api import ChatRequest, StreamIdentity, chunk_events
+from guard.openai_api import ChatRequest, StreamIdentity, chunk_events, without_reasoning
 from guard.reply_stream import ChoiceStreams
 from guard.sse import SSEEvent, SSEParser, chunk_facts
 
@@ -36,8 +37,11 @@ async def relay_stream(
     stream: ChoiceStreams,
     reply: Reply,
     record: ChatRecord,
+    *,
+    withhold: bool = False,
 ) -> None:
-    """Relay ``reply``'s SSE events to ``responder`` as the engine's ``stream`` decides."""
+    """Relay ``reply``'s SSE events to ``responder`` as the engine's ``stream`` decides;
+    with ``withhold``, without the chain-of-thought fields of their deltas."""
     record.stream = True
     state = _StreamState(relay, responder, chat, reply, record)
     parser = SSEParser()
@@ -53,7 +57,7 @@ async def relay_stream(
                 await responder.body(event.raw)
                 continue
             state.note_identity(event)
-            state.held.append(event.raw)
+            state.held.append(_without_reasoning(event) if withhold else event.raw)
             step = await state.timed(stream.feed(chunk_facts(event).texts))
             if await state.apply(step):
                 return
@@ -64,6 +68,19 @@ async def relay_stream(
         return
     await state.apply(StreamStep(Kind.RELEASE))
     await responder.end()
+
+
+def _without_reasoning(event: SSEEvent) -> bytes:
+    """The event with its deltas' reasoning fields taken out (as it was when it had none)."""
+    if event.data is None:
+        return event.raw
+    try:
+        payload = json.loads(event.data)
+    except (ValueError, RecursionError):
+        return event.raw
+    if not without_reasoning(payload, "delta"):
+        return event.raw
+    return b"data: " + json.dumps(payload).encode() + b"\n\n"
 
 
 class _StreamState:

@@ -251,8 +251,12 @@ def fake_upstream_app(state: FakeUpstream) -> Starlette:
                 for i, reply in enumerate(replies)
             ]  # fmt: skip
             return JSONResponse(payload)
+        reasoning = data.get("fake_reasoning")  # a chain of thought beside the answer
         if not data.get("stream"):
-            return JSONResponse(completion_payload(text, model))
+            payload = completion_payload(text, model)
+            if reasoning:
+                payload["choices"][0]["message"]["reasoning_content"] = reasoning
+            return JSONResponse(payload)
 
         async def choice_events() -> AsyncIterator[bytes]:
             # Choices interleaved word by word, as servers stream n > 1.
@@ -272,6 +276,9 @@ def fake_upstream_app(state: FakeUpstream) -> Starlette:
 
         async def events() -> AsyncIterator[bytes]:
             yield _chunk(model, {"role": "assistant", "content": ""})
+            for piece in stream_pieces(reasoning or ""):
+                if piece:
+                    yield _chunk(model, {"reasoning_content": piece, "content": None})
             for index, piece in enumerate(stream_pieces(text)):
                 if index == 1 and model == "gated":
                     # Wait until the client has seen the first text chunk: a buffering

@@ -211,6 +211,12 @@ class GlobalPolicy(_Model):
     # is answered by the guard and its upstream call cancelled, unread; but the upstream
     # has seen it (its cost, its logs).  Observe mode always forwards this way.
     forward_while_judging: bool = False
+    # The chain of thought some servers return beside the answer (``reasoning_content``,
+    # ``reasoning``) is not judged: the classifier reads answers, and a model's reasoning
+    # can spell out what its answer refuses.  relay: as sent; withhold_when_risky: taken
+    # out of replies to requests judged risky (flag or above); withhold: always taken out.
+    # Enforce mode only.
+    reasoning: Literal["relay", "withhold_when_risky", "withhold"] = "withhold_when_risky"
     # Used when no category applies (escalation over several categories, forged history).
     refusals: tuple[Template, ...] = Field(min_length=2)
     reason: Text
