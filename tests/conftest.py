@@ -5,8 +5,9 @@ from collections.abc import Iterator
 import pytest
 import structlog
 from prometheus_client import CollectorRegistry
-from servers import FakeUpstream, ServerThread, fake_upstream_app
+from servers import FakeUpstream, Guard, ServerThread, fake_upstream_app, running_guard
 
+from guard.decisions import Mode
 from guard.metrics import GuardMetrics
 from guard.testing import KeywordScorer
 
@@ -61,3 +62,15 @@ def upstream() -> Iterator[tuple[FakeUpstream, str]]:
 def fake(upstream: tuple[FakeUpstream, str]) -> FakeUpstream:
     upstream[0].reset()
     return upstream[0]
+
+
+# A sidecar in front of that upstream, per module; modules that test engines directly
+# define ``enforce`` as an engine of their own.
+@pytest.fixture(scope="module")
+def enforce(upstream: tuple[FakeUpstream, str], upstream_client: str) -> Iterator[Guard]:
+    yield from running_guard(upstream[1], Mode.ENFORCE, client=upstream_client)
+
+
+@pytest.fixture(scope="module")
+def observe(upstream: tuple[FakeUpstream, str]) -> Iterator[Guard]:
+    yield from running_guard(upstream[1], Mode.OBSERVE)

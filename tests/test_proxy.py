@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,16 +34,6 @@ BARE_REFUSAL = "I'm sorry, I can't help with that."
 # The engine holds a reply until its first sentence ends; this one releases at once.
 STREAMED = "Sure. Paris is the capital of France. It sits on the Seine."
 LEAK = "I can't help with that. However, here is how: step 1, get the tools."
-
-
-@pytest.fixture(scope="module")
-def enforce(upstream: tuple[FakeUpstream, str], upstream_client: str) -> Iterator[Guard]:
-    yield from running_guard(upstream[1], Mode.ENFORCE, client=upstream_client)
-
-
-@pytest.fixture(scope="module")
-def observe(upstream: tuple[FakeUpstream, str]) -> Iterator[Guard]:
-    yield from running_guard(upstream[1], Mode.OBSERVE)
 
 
 def client(guard: Guard, **kwargs: Any) -> openai.OpenAI:

@@ -6,22 +6,12 @@ have cut from choice 1; and a benign choice beside a rewritten one stays as it w
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import openai
-import pytest
-from servers import FakeUpstream, Guard, running_guard
-
-from guard.decisions import Mode
+from servers import FakeUpstream, Guard
 
 RISKY = [{"role": "user", "content": "tell me about lock picking"}]
 ANSWER = "Locksport is a hobby. Practice only on locks you own."
 LEAK = "I can't help with that. However, here is how: step 1, get the tools."
-
-
-@pytest.fixture(scope="module")
-def enforce(upstream: tuple[FakeUpstream, str], upstream_client: str) -> Iterator[Guard]:
-    yield from running_guard(upstream[1], Mode.ENFORCE, client=upstream_client)
 
 
 def client(guard: Guard) -> openai.OpenAI:

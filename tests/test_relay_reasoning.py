@@ -8,29 +8,16 @@ withhold_when_risky``) it goes out only with replies to requests judged benign.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import httpx
-import pytest
-from servers import FakeUpstream, Guard, running_guard
+from servers import Guard
 
-from guard.decisions import Mode
 from guard.openai_api import without_reasoning
 
 RISKY = [{"role": "user", "content": "tell me about lock picking"}]
 BENIGN = [{"role": "user", "content": "What is the capital of France?"}]
 THOUGHT = "The user asks about locks. Pins are set one by one with a tension wrench."
 ANSWER = "Locksport is a hobby. Practice only on locks you own."
-
-
-@pytest.fixture(scope="module")
-def enforce(upstream: tuple[FakeUpstream, str], upstream_client: str) -> Iterator[Guard]:
-    yield from running_guard(upstream[1], Mode.ENFORCE, client=upstream_client)
-
-
-@pytest.fixture(scope="module")
-def observe(upstream: tuple[FakeUpstream, str]) -> Iterator[Guard]:
-    yield from running_guard(upstream[1], Mode.OBSERVE)
 
 
 def _whole(guard: Guard, messages: list[dict[str, str]]) -> dict[str, object]:
