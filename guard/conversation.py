@@ -40,6 +40,11 @@ class Conversation:
         return tuple(m.text for m in self.messages if m.role == "user")
 
     @property
+    def instruction_turns(self) -> tuple[str, ...]:
+        """The system and developer messages' texts."""
+        return tuple(m.text for m in self.messages if m.role in ("system", "developer"))
+
+    @property
     def assistant_turns(self) -> tuple[str, ...]:
         return tuple(m.text for m in self.messages if m.role == "assistant")
 

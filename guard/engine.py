@@ -14,6 +14,7 @@ records each relayed reply in the conversation memory; the front doors count dec
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, TypeVar
@@ -160,6 +161,7 @@ class Engine:
         self, request: GuardRequest, policies: PolicySet
     ) -> tuple[ConversationJudgement | None, HarmScore]:
         timeout = policies.general.scoring_timeout_s
+        judgement = None
         if self._memory is not None:
             escalation = policies.general.escalation
             decisive = (
@@ -168,10 +170,22 @@ class Engine:
             judgement = await self._bounded(
                 self._memory.judge(request, joint_decisive=decisive), timeout
             )
-            return judgement, judgement.turn_score
-        text = request.conversation.last_user_text
-        (score,) = await self._bounded(self._scorer.score_prompts([text]), timeout)
-        return None, score
+            turn = judgement.turn_score
+        else:
+            text = request.conversation.last_user_text
+            (turn,) = await self._bounded(self._scorer.score_prompts([text]), timeout)
+        instructions = request.conversation.instruction_turns
+        if policies.general.instructions == "scored" and instructions:
+            # They stand beside the newest turn in every request: judged as part of it.
+            scores = await self._bounded(self._scorer.score_prompts(instructions), timeout)
+            worst = max(scores, key=lambda score: score.risk)
+            if worst.risk > turn.risk:
+                turn = worst
+                if judgement is not None and worst.risk > judgement.risk:
+                    judgement = dataclasses.replace(
+                        judgement, turn_score=worst, category=worst.category
+                    )
+        return judgement, turn
 
     @staticmethod
     async def _bounded(call: Awaitable[T], limit_s: float) -> T:

@@ -217,6 +217,10 @@ class GlobalPolicy(_Model):
     # out of replies to requests judged risky (flag or above); withhold: always taken out.
     # Enforce mode only.
     reasoning: Literal["relay", "withhold_when_risky", "withhold"] = "withhold_when_risky"
+    # System and developer messages are the application's own and are not scored (a
+    # careful system prompt, full of what not to help with, reads like harm).  scored:
+    # judge them with each request's newest turn, where clients write their own.
+    instructions: Literal["trusted", "scored"] = "trusted"
     # Used when no category applies (escalation over several categories, forged history).
     refusals: tuple[Template, ...] = Field(min_length=2)
     reason: Text
