@@ -63,6 +63,8 @@ class Memory(Protocol):
         self, request: GuardRequest, *, joint_decisive: bool = True
     ) -> ConversationJudgement: ...
 
+    async def score_texts(self, texts: Sequence[str]) -> list[HarmScore]: ...
+
     async def record(
         self,
         judgement: ConversationJudgement,
@@ -177,7 +179,12 @@ class Engine:
         instructions = request.conversation.instruction_turns
         if policies.general.instructions == "scored" and instructions:
             # They stand beside the newest turn in every request: judged as part of it.
-            scores = await self._bounded(self._scorer.score_prompts(instructions), timeout)
+            scoring = (
+                self._memory.score_texts(instructions)
+                if self._memory is not None
+                else self._scorer.score_prompts(instructions)
+            )
+            scores = await self._bounded(scoring, timeout)
             worst = max(scores, key=lambda score: score.risk)
             if worst.risk > turn.risk:
                 turn = worst

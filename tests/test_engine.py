@@ -597,3 +597,19 @@ async def test_scored_instructions_are_judged_with_the_newest_turn(
         assert verdict.action is Action.BLOCK
         assert verdict.category == "indiscriminate_weapons"
         assert (await engine.check_request(_instructed("Be brief.", role))).action is Action.ALLOW
+
+
+async def test_a_fixed_system_prompt_is_scored_once(
+    scorer: KeywordScorer, policy_dir: Path, metrics: GuardMetrics
+) -> None:
+    _edit(policy_dir, "global.yaml", "instructions: trusted", "instructions: scored")
+    memory = tracker.ConversationMemory.from_settings(MemorySettings(), scorer, metrics)
+    engine = Engine(scorer, mode=Mode.ENFORCE, memory=memory, policies=load_policies(policy_dir))
+    prompt = Message("system", "You are a travel agent. " * 200)
+    for turn in ("Where should I go in May?", "And in June?"):
+        request = GuardRequest(
+            request_id="r", conversation=Conversation((prompt, Message("user", turn))),
+            conversation_id=turn,
+        )  # fmt: skip
+        assert (await engine.check_request(request)).action is Action.ALLOW
+    assert scorer.prompt_calls == 3  # the system prompt once, each user turn once

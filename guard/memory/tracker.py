@@ -261,6 +261,19 @@ class ConversationMemory:
                 "state_record_lost", conversation=judgement.conversation, error=type(exc).__name__
             )
 
+    async def score_texts(self, texts: Sequence[str]) -> list[HarmScore]:
+        """Harm scores of ``texts`` through the score cache: a text seen before (a fixed
+        system prompt, say) is not scored again."""
+        hashes = [self._keyring.prompt(text) for text in texts]
+        found = {h: score for h in hashes if (score := self._scores.get(h)) is not None}
+        missing = {h: text for h, text in zip(hashes, texts, strict=True) if h not in found}
+        if missing:
+            results = await self._scorer.score_prompts(list(missing.values()))
+            for text_hash, score in zip(missing, results, strict=True):
+                self._scores.put(text_hash, score)
+                found[text_hash] = score
+        return [found[h] for h in hashes]
+
     async def _score(self, users: Sequence[str], *, joint: bool = True) -> Scored:
         """Scores of the recent user turns and (``joint``) the joint text; every turn
         scored once.
