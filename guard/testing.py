@@ -37,9 +37,13 @@ class KeywordScorer:
         self,
         harmful: Mapping[str, str] = DEFAULT_HARMFUL,
         suspicious: Mapping[str, str] = DEFAULT_SUSPICIOUS,
+        *,
+        reply_window_chars: int | None = None,
     ) -> None:
         self.harmful = dict(harmful)
         self.suspicious = dict(suspicious)
+        # Like the model's refusal head, type a reply from its opening only.
+        self.reply_window_chars = reply_window_chars
         self.prompt_calls = 0
         self.reply_calls = 0
         self.closed = False
@@ -55,9 +59,8 @@ class KeywordScorer:
                     risk = max(risk, level)
         return HarmScore(risk=risk, categories=categories)
 
-    @staticmethod
-    def score_reply(reply: ReplyInput) -> ReplyScore:
-        lowered = reply.reply.lower()
+    def score_reply(self, reply: ReplyInput) -> ReplyScore:
+        lowered = reply.reply[: self.reply_window_chars].lower()
         refused = any(phrase in lowered for phrase in REFUSAL_PHRASES)
         if not refused:
             refusal = Refusal.NONE

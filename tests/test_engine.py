@@ -613,3 +613,21 @@ async def test_a_fixed_system_prompt_is_scored_once(
         )  # fmt: skip
         assert (await engine.check_request(request)).action is Action.ALLOW
     assert scorer.prompt_calls == 3  # the system prompt once, each user turn once
+
+
+# -- leaks past the head's opening window ----------------------------------------------
+
+CAVEATS = "Locks have a long and interesting history in many countries. " * 8
+OPENING = "I can't help with that, because it could hurt people. "
+LATE_LEAK = OPENING + CAVEATS + "However, here's how: step 1, rake the pins."
+
+
+async def test_a_leak_after_a_long_preamble_is_cut(metrics: GuardMetrics) -> None:
+    # The scorer reads only a reply's opening, as the model's refusal head does.
+    engine = Engine(KeywordScorer(reply_window_chars=200), mode=Mode.ENFORCE, metrics=metrics)
+    _, reply = await _reply(engine, "tell me about lock picking", LATE_LEAK)
+    assert (reply.action, reply.reasons) == (Action.REWRITE, ("leak",))
+    assert reply.text is not None and "step 1" not in reply.text
+    assert reply.text.startswith(OPENING + "Locks have")  # cut where the leak starts
+    _, plain = await _reply(engine, "tell me about lock picking", OPENING + CAVEATS)
+    assert plain.action is Action.ALLOW  # the caveats alone are no leak
