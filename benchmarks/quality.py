@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from benchmarks.readme_block import update_block
 
 EVALUATE_CMD = "python3 -m guard.training.evaluate --data ../shared/datasets --model models/"
 MULTITURN_CMD = (
@@ -38,7 +39,6 @@ SPEED_CMD = (
     "--out benchmarks/results/classifier_speed.json"
 )
 MISSING = "not yet measured"
-BEGIN, END = "<!-- quality:begin -->", "<!-- quality:end -->"
 
 
 @dataclass(frozen=True)
@@ -287,14 +287,6 @@ def render(
     return "\n".join(lines) + "\n"
 
 
-def update_readme(readme: Path, text: str) -> None:
-    doc = readme.read_text(encoding="utf-8")
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.DOTALL)
-    if not pattern.search(doc):
-        raise SystemExit(f"{readme}: no {BEGIN} … {END} markers")
-    readme.write_text(pattern.sub(lambda _: f"{BEGIN}\n{text}{END}", doc), encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--evaluation", type=Path, default=Path("models/evaluation.json"))
@@ -309,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     text = render(_load(args.evaluation), _load(args.multiturn), _load(args.speed))
     print(text)
     if args.readme:
-        update_readme(args.readme, text)
+        update_block(args.readme, "quality", text)
     return 0
 
 

@@ -13,15 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from benchmarks.harness.stats import median, paired_added, ratio, spread
-
-MARKERS = "<!-- {name}:begin -->", "<!-- {name}:end -->"
+from benchmarks.readme_block import update_block
 
 
 def _f(value: float, digits: int = 2) -> str:
@@ -374,15 +372,6 @@ def plots(report: dict[str, Any], out: Path) -> list[Path]:
     return written
 
 
-def update_readme(readme: Path, text: str, block: str = "gateways") -> None:
-    begin, end = (marker.format(name=block) for marker in MARKERS)
-    doc = readme.read_text()
-    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.DOTALL)
-    if not pattern.search(doc):
-        raise SystemExit(f"{readme}: no {begin} … {end} markers")
-    readme.write_text(pattern.sub(lambda _: f"{begin}\n{text}{end}", doc))
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("result", type=Path)
@@ -399,7 +388,7 @@ def main() -> int:
     for path in plots(report, img) if img else []:
         print(f"plot: {path}", file=sys.stderr)
     if args.readme:
-        update_readme(args.readme, text, args.block)
+        update_block(args.readme, args.block, text)
     return 0
 
 

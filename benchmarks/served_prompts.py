@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 
 from benchmarks.multiturn_eval import make_scorer, quiet_logs
 from benchmarks.multiturn_through import EnginePass, offline_policies
+from benchmarks.readme_block import update_block
 from guard.conversation import Conversation, Message
 from guard.decisions import Action, GuardRequest
 from guard.memory import ConversationMemory
@@ -35,7 +35,6 @@ from guard.memory.memory_store import MemoryStore
 from guard.settings import SHIPPED_POLICY_DIR
 from guard.training.evaluate import Binary, prompt_sets
 
-BEGIN, END = "<!-- served:begin -->", "<!-- served:end -->"
 CONCURRENCY = 16  # the scorer micro-batches concurrent requests, as under load
 
 
@@ -120,14 +119,6 @@ def render(served: dict[str, Any], evaluation: dict[str, Any] | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def update_readme(readme: Path, text: str) -> None:
-    doc = readme.read_text(encoding="utf-8")
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.DOTALL)
-    if not pattern.search(doc):
-        raise SystemExit(f"{readme}: no {BEGIN} … {END} markers")
-    readme.write_text(pattern.sub(lambda _: f"{BEGIN}\n{text}{END}", doc), encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="datasets folder (holds eval/)")
@@ -160,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     text = render(served, evaluation)
     print(text)
     if args.readme:
-        update_readme(args.readme, text)
+        update_block(args.readme, "served", text)
     return 0
 
 
