@@ -21,7 +21,6 @@ from typing import Protocol, TypeVar
 
 import structlog
 
-from guard.classifier.cues import has_refusal_cue
 from guard.decisions import (
     Action,
     GuardRequest,
@@ -45,14 +44,13 @@ from guard.policy.decide import (
 from guard.policy.loader import PolicySet
 from guard.policy.provider import PolicyProvider
 from guard.policy.voice import compose_leak_cut, compose_refusal, unavailable
-from guard.reply_stream import ChoiceStreams, ReplyStream, late_views, sentence_ends
-from guard.scoring import HarmScore, Refusal, ReplyInput, ReplyScore, Scorer
+from guard.reply_stream import ChoiceStreams, ReplyStream, sentence_ends
+from guard.reply_typing import clears_without_model, leaks_in, type_reply
+from guard.scoring import HarmScore, Refusal, ReplyScore, Scorer
 from guard.settings import SHIPPED_POLICY_DIR
 
 log = structlog.get_logger("guard.engine")
-# Sentences of a refusing reply read past its opening window at most (a bound on the
-# cost of a very long reply; refusals are short).
-MAX_LATE_VIEWS = 128
+
 T = TypeVar("T")
 
 
@@ -314,20 +312,12 @@ class Engine:
         if clears_without_model(policies, verdict, reply):
             score = ReplyScore(refusal=Refusal.NONE)
         else:
-            # A reply that opens as a refusal is also read sentence by sentence past what
-            # the head sees, joined to its opening: a leak after a long preamble shows.
-            late = late_views(reply)[:MAX_LATE_VIEWS]
             try:
-                score, *later = await self._bounded(
-                    self._scorer.score_replies(
-                        [ReplyInput(prompt=prompt, reply=text) for text in (reply, *late)]
-                    ),
-                    policies.general.scoring_timeout_s,
+                score = await self._bounded(
+                    type_reply(self._scorer, prompt, reply), policies.general.scoring_timeout_s
                 )
             except ScoringError as exc:
                 return self._reply_failure(request, policies, mode, category, exc)
-            if score.refusal.is_refusal and any(v.refusal is Refusal.PARTIAL for v in later):
-                score = ReplyScore(refusal=Refusal.PARTIAL, probabilities=score.probabilities)
         would, reasons = reply_decision(policies, verdict, score.refusal)
         action = enforced(would, mode)
         text = None
@@ -375,14 +365,12 @@ class Engine:
     async def leaks(
         self, policies: PolicySet, request: GuardRequest, verdict: RequestVerdict, text: str
     ) -> bool:
-        """Whether ``text`` (a reply so far) refuses and then supplies the content; its
-        newest sentence is also read joined to its opening (see :func:`late_views`)."""
+        """Whether ``text`` (a reply so far) refuses and then supplies the content
+        (:func:`guard.reply_typing.leaks_in`)."""
         prompt = request.conversation.last_user_text
-        views = (text, *late_views(text, newest_only=True))
         try:
-            scores = await self._bounded(
-                self._scorer.score_replies([ReplyInput(prompt=prompt, reply=v) for v in views]),
-                policies.general.scoring_timeout_s,
+            return await self._bounded(
+                leaks_in(self._scorer, prompt, text), policies.general.scoring_timeout_s
             )
         except ScoringError as exc:
             outcome = policies.general.on_scoring_error
@@ -391,7 +379,6 @@ class Engine:
             if self._metrics is not None:
                 self._metrics.scoring_failures.labels(outcome=outcome).inc()
             return outcome == "fail_closed"
-        return any(score.refusal is Refusal.PARTIAL for score in scores)
 
     def _reply_failure(
         self,
@@ -485,20 +472,6 @@ class Engine:
         if self._memory is not None:
             await self._memory.aclose()
         await self._scorer.aclose()
-
-
-def clears_without_model(policies: PolicySet, verdict: RequestVerdict, reply: str) -> bool:
-    """The cascade's cheap first stage: a benign request's reply with no refusal cue.
-
-    Only requests decided ``allow`` below their category's flag threshold qualify, so a
-    risky request's reply (leaks, caving, bare refusals) is always judged by the model.
-    """
-    return (
-        policies.general.cheap_reply_check
-        and verdict.would is Action.ALLOW
-        and verdict.risk < thresholds_for(policies, verdict.category).flag
-        and not has_refusal_cue(reply)
-    )
 
 
 def _relayed(decided: ReplyVerdict, reply: str) -> str:

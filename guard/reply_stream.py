@@ -50,31 +50,6 @@ def sentence_ends(text: str) -> list[int]:
     return [match.end() for match in SENTENCE_END.finditer(text)]
 
 
-# The refusal head reads a reply's opening window (~90 tokens of it): a sentence that
-# starts past this many characters is out of its sight.
-LATE_FROM_CHARS = 300
-
-
-def late_views(text: str, *, newest_only: bool = False) -> list[str]:
-    """The reply's opening sentence joined to each sentence the opening window misses.
-
-    "I can't help with that. [300 words of caveats] However, here is how: step 1 ..."
-    opens as a refusal and leaks where the refusal head cannot see; each view puts the
-    refusal and one later sentence in one window, the shape the head knows as partial.
-    With ``newest_only``, only the view of the last sentence (the text after the last
-    but one sentence end), which is what a stream adds between two checks.
-    """
-    ends = sentence_ends(text)
-    if not ends or len(text) <= LATE_FROM_CHARS:
-        return []
-    opening = text[: ends[0]].rstrip()
-    starts = [end for end in ends if end >= LATE_FROM_CHARS and end < len(text)]
-    spans = [(start, next((e for e in ends if e > start), len(text))) for start in starts]
-    if newest_only:
-        spans = spans[-1:]
-    return [f"{opening} {text[start:end].strip()}" for start, end in spans]
-
-
 class ReplyStream:
     """Judges one streamed reply; see the module docstring for the phases."""
 

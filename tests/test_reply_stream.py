@@ -12,7 +12,7 @@ from guard.engine import Engine
 from guard.errors import ScoringError
 from guard.metrics import GuardMetrics
 from guard.policy import load_policies
-from guard.reply_stream import ChoiceStreams, ReplyStream, late_views, sentence_ends
+from guard.reply_stream import ChoiceStreams, ReplyStream, sentence_ends
 from guard.scoring import ReplyInput, ReplyScore
 from guard.settings import SHIPPED_POLICY_DIR
 from guard.testing import KeywordScorer
@@ -312,14 +312,3 @@ async def test_a_streamed_leak_after_a_long_preamble_is_cut(metrics: GuardMetric
     sent = await relay.run(_words(opening + caveats + "However, here's how: step 1, rake."))
     assert sent.startswith(opening + "Locks have")
     assert "step 1" not in sent and relay.replaced
-
-
-def test_late_views_join_the_opening_to_each_sentence_out_of_sight() -> None:
-    text = "No. " + "A sentence of caveats here. " * 20 + "The end"
-    views = late_views(text)
-    assert views and all(
-        view.startswith("No. A sentence") or view == "No. The end" for view in views
-    )
-    assert views[-1] == "No. The end" and late_views(text, newest_only=True) == ["No. The end"]
-    assert len(views) == sum(1 for end in sentence_ends(text) if 300 <= end < len(text))
-    assert late_views("No. Short reply.") == [] and late_views("x" * 400) == []
