@@ -66,11 +66,12 @@ def clears_without_model(policies: PolicySet, verdict: RequestVerdict, reply: st
 async def type_reply(scorer: Scorer, prompt: str, reply: str) -> ReplyScore:
     """The head's type for ``reply``; ``partial`` where it opens as a refusal and one of
     its late views reads partial."""
-    views = late_views(reply)[:MAX_LATE_VIEWS]
-    score, *later = await scorer.score_replies(
-        [ReplyInput(prompt=prompt, reply=text) for text in (reply, *views)]
-    )
-    if score.refusal.is_refusal and any(v.refusal is Refusal.PARTIAL for v in later):
+    (score,) = await scorer.score_replies([ReplyInput(prompt=prompt, reply=reply)])
+    views = late_views(reply)[:MAX_LATE_VIEWS] if score.refusal.is_refusal else []
+    if score.refusal is Refusal.PARTIAL or not views:
+        return score  # only a refusal's later sentences are worth a look
+    later = await scorer.score_replies([ReplyInput(prompt=prompt, reply=v) for v in views])
+    if any(view.refusal is Refusal.PARTIAL for view in later):
         return ReplyScore(refusal=Refusal.PARTIAL, probabilities=score.probabilities)
     return score
 
