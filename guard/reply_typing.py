@@ -78,7 +78,12 @@ async def type_reply(scorer: Scorer, prompt: str, reply: str) -> ReplyScore:
 
 async def leaks_in(scorer: Scorer, prompt: str, text: str) -> bool:
     """Whether ``text`` (a reply so far) refuses and then supplies the content: read
-    whole, and its newest sentence joined to its opening."""
-    views = (text, *late_views(text, newest_only=True))
-    scores = await scorer.score_replies([ReplyInput(prompt=prompt, reply=v) for v in views])
-    return any(score.refusal is Refusal.PARTIAL for score in scores)
+    whole, and, where it opens as a refusal, its newest sentence joined to its opening."""
+    (score,) = await scorer.score_replies([ReplyInput(prompt=prompt, reply=text)])
+    if score.refusal is Refusal.PARTIAL:
+        return True
+    views = late_views(text, newest_only=True) if score.refusal.is_refusal else []
+    if not views:
+        return False
+    later = await scorer.score_replies([ReplyInput(prompt=prompt, reply=v) for v in views])
+    return any(view.refusal is Refusal.PARTIAL for view in later)
