@@ -94,6 +94,11 @@ class GuardMetrics:
             "Partial refusals whose leaked part was cut.",
             registry=r,
         )
+        self.reasoning_withheld = Counter(
+            "guard_reasoning_withheld_total",
+            "Replies (whole or streamed) sent without their chain of thought (policy reasoning).",
+            registry=r,
+        )
         self.capitulations = Counter(
             "guard_capitulations_total",
             "Compliance after an earlier refusal on the same topic (the model caved).",

@@ -306,6 +306,7 @@ class ChatRelay:
             raise UpstreamBadResponse("upstream completion is not a JSON object")
         if self.engine.withholds_reasoning(verdict) and without_reasoning(payload):
             body = json.dumps(payload).encode()
+            self.metrics.reasoning_withheld.inc()
             log.info("reasoning_withheld", request_id=record.request_id)
         texts = reply_texts(payload)
         if len(texts) > 1:

@@ -57,7 +57,7 @@ async def relay_stream(
                 await responder.body(event.raw)
                 continue
             state.note_identity(event)
-            state.held.append(_without_reasoning(event) if withhold else event.raw)
+            state.held.append(state.without_reasoning(event) if withhold else event.raw)
             step = await state.timed(stream.feed(chunk_facts(event).texts))
             if await state.apply(step):
                 return
@@ -68,19 +68,6 @@ async def relay_stream(
         return
     await state.apply(StreamStep(Kind.RELEASE))
     await responder.end()
-
-
-def _without_reasoning(event: SSEEvent) -> bytes:
-    """The event with its deltas' reasoning fields taken out (as it was when it had none)."""
-    if event.data is None:
-        return event.raw
-    try:
-        payload = json.loads(event.data)
-    except (ValueError, RecursionError):
-        return event.raw
-    if not without_reasoning(payload, "delta"):
-        return event.raw
-    return b"data: " + json.dumps(payload).encode() + b"\n\n"
 
 
 class _StreamState:
@@ -103,6 +90,23 @@ class _StreamState:
         self.released_any = False
         self.identity: StreamIdentity | None = None
         self.hold_started: float | None = None
+        self.reasoning_withheld = False
+
+    def without_reasoning(self, event: SSEEvent) -> bytes:
+        """The event with its deltas' reasoning fields taken out (as it was without any);
+        the stream is counted once, at the first it loses."""
+        if event.data is None:
+            return event.raw
+        try:
+            payload = json.loads(event.data)
+        except (ValueError, RecursionError):
+            return event.raw
+        if not without_reasoning(payload, "delta"):
+            return event.raw
+        if not self.reasoning_withheld:
+            self.reasoning_withheld = True
+            self.relay.metrics.reasoning_withheld.inc()
+        return b"data: " + json.dumps(payload).encode() + b"\n\n"
 
     def note_identity(self, event: SSEEvent) -> None:
         if self.identity is None:

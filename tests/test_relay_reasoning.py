@@ -45,8 +45,11 @@ def _streamed(guard: Guard, messages: list[dict[str, str]]) -> tuple[str, str]:
 
 
 def test_reasoning_is_withheld_from_a_reply_to_a_risky_request(enforce: Guard) -> None:
+    before = enforce.metrics.registry.get_sample_value("guard_reasoning_withheld_total") or 0.0
     assert "reasoning_content" not in _whole(enforce, RISKY)
     assert _streamed(enforce, RISKY) == ("", ANSWER)
+    # Counted once per reply, however many deltas of the stream lost theirs.
+    assert enforce.sample("guard_reasoning_withheld_total") == before + 2
 
 
 def test_reasoning_goes_out_with_a_reply_to_a_benign_request(enforce: Guard) -> None:
