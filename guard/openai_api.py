@@ -188,14 +188,19 @@ def with_choice_texts(upstream: Mapping[str, Any], texts: Mapping[int, str]) -> 
     for position, text in texts.items():
         choice = choices[position]
         index = choice.get("index", position) if isinstance(choice, Mapping) else position
-        choices[position] = {
-            "index": index,
-            "message": {"role": "assistant", "content": text, "refusal": None},
-            "logprobs": None,
-            "finish_reason": "stop",
-        }
+        choices[position] = _guard_choice(index, text)
     payload["choices"] = choices
     return json.dumps(payload).encode()
+
+
+def _guard_choice(index: Any, text: str) -> dict[str, Any]:
+    """A completion choice carrying the guard's ``text``."""
+    return {
+        "index": index,
+        "message": {"role": "assistant", "content": text, "refusal": None},
+        "logprobs": None,
+        "finish_reason": "stop",
+    }
 
 
 def rewritten_completion(upstream: Mapping[str, Any], text: str) -> bytes:
@@ -207,15 +212,7 @@ def rewritten_completion(upstream: Mapping[str, Any], text: str) -> bytes:
     payload = dict(upstream)
     choices = payload.get("choices")
     count = len(choices) if isinstance(choices, list) and choices else 1
-    payload["choices"] = [
-        {
-            "index": index,
-            "message": {"role": "assistant", "content": text, "refusal": None},
-            "logprobs": None,
-            "finish_reason": "stop",
-        }
-        for index in range(count)
-    ]
+    payload["choices"] = [_guard_choice(index, text) for index in range(count)]
     payload.setdefault("object", "chat.completion")
     return json.dumps(payload).encode()
 

@@ -313,7 +313,7 @@ class ChatRelay:
             await self._relay_choices(responder, (request, verdict), reply, record, body, texts)
             return
         begun = time.perf_counter()
-        judged = await self.engine.check_reply(request, verdict, reply_text(payload) or "")
+        judged = await self.engine.check_reply(request, verdict, texts[0] if texts else "")
         record.reply_overhead_s += time.perf_counter() - begun
         if judged.retry is not None:
             retried = await self._ask_again(*retry_with, judged.retry.clarification, record)

@@ -1,11 +1,12 @@
 """Relaying one judged SSE stream: hold, release or replace, event by event.
 
 The upstream's events go out byte for byte unless the engine says otherwise.  Each event
-is fed to the engine's :class:`guard.reply_stream.ChoiceStreams` (its delta text by choice,
-or nothing for events without any) and held while the step says HOLD; RELEASE sends everything held;
-REPLACE drops what is held, ends the stream with the guard's text in the stream's own
-id/model, and the caller closes the upstream.  The response head is sent with the first
-non-HOLD step, so ``x-guard-decision`` can say ``rewrite`` for a stream replaced whole.
+is fed to the engine's :class:`guard.reply_stream.ChoiceStreams` (its delta text by
+choice, or nothing for events without any) and held while the step says HOLD; RELEASE
+sends everything held; REPLACE drops what is held, ends the stream with the guard's text
+in the stream's own id/model, and the caller closes the upstream.  The response head is
+sent with the first non-HOLD step, so ``x-guard-decision`` can say ``rewrite`` for a
+stream replaced whole.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from guard.decisions import StreamStepKind as Kind
 from guard.http_edge import Responder, without_hop_by_hop
 from guard.openai_api import ChatRequest, StreamIdentity, chunk_events, without_reasoning
 from guard.reply_stream import ChoiceStreams
-from guard.sse import SSEEvent, SSEParser, chunk_facts
+from guard.sse import ChunkFacts, SSEEvent, SSEParser, chunk_facts
 
 if TYPE_CHECKING:
     from guard.relay import ChatRelay, Reply
@@ -56,9 +57,10 @@ async def relay_stream(
                     return
                 await responder.body(event.raw)
                 continue
-            state.note_identity(event)
+            facts = chunk_facts(event)  # parsed once: identity and text by choice
+            state.note_identity(facts)
             state.held.append(state.without_reasoning(event) if withhold else event.raw)
-            step = await state.timed(stream.feed(chunk_facts(event).texts))
+            step = await state.timed(stream.feed(facts.texts))
             if await state.apply(step):
                 return
     tail = parser.close()
@@ -108,15 +110,13 @@ class _StreamState:
             self.relay.metrics.reasoning_withheld.inc()
         return b"data: " + json.dumps(payload).encode() + b"\n\n"
 
-    def note_identity(self, event: SSEEvent) -> None:
-        if self.identity is None:
-            facts = chunk_facts(event)
-            if facts.completion_id:
-                self.identity = StreamIdentity(
-                    facts.completion_id,
-                    facts.model or self.chat.model or "guard",
-                    facts.created or int(time.time()),
-                )
+    def note_identity(self, facts: ChunkFacts) -> None:
+        if self.identity is None and facts.completion_id:
+            self.identity = StreamIdentity(
+                facts.completion_id,
+                facts.model or self.chat.model or "guard",
+                facts.created or int(time.time()),
+            )
 
     async def timed(self, pending: Awaitable[StreamStep]) -> StreamStep:
         begun = time.perf_counter()

@@ -238,10 +238,11 @@ class ChoiceStreams:
 
 
 def _strongest(verdicts: list[ReplyVerdict | None]) -> ReplyVerdict | None:
+    """The verdict with the most consequential action (the first of equals)."""
     strongest: ReplyVerdict | None = None
     for verdict in verdicts:
-        if verdict is not None and (
-            strongest is None or stronger(verdict.action, strongest.action) is not strongest.action
-        ):
+        if verdict is None:
+            continue
+        if strongest is None or stronger(strongest.action, verdict.action) is not strongest.action:
             strongest = verdict
     return strongest

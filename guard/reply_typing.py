@@ -42,11 +42,15 @@ def late_views(text: str, *, newest_only: bool = False) -> list[str]:
     if not ends or len(text) <= LATE_FROM_CHARS:
         return []
     opening = text[: ends[0]].rstrip()
-    starts = [end for end in ends if end >= LATE_FROM_CHARS and end < len(text)]
-    spans = [(start, next((e for e in ends if e > start), len(text))) for start in starts]
+    # Each sentence runs from one end to the next (the last to the end of the text).
+    spans = [
+        (start, stop)
+        for start, stop in zip(ends, [*ends[1:], len(text)], strict=True)
+        if LATE_FROM_CHARS <= start < len(text)
+    ]
     if newest_only:
         spans = spans[-1:]
-    return [f"{opening} {text[start:end].strip()}" for start, end in spans]
+    return [f"{opening} {text[start:stop].strip()}" for start, stop in spans]
 
 
 def clears_without_model(policies: PolicySet, verdict: RequestVerdict, reply: str) -> bool:
@@ -66,24 +70,23 @@ def clears_without_model(policies: PolicySet, verdict: RequestVerdict, reply: st
 async def type_reply(scorer: Scorer, prompt: str, reply: str) -> ReplyScore:
     """The head's type for ``reply``; ``partial`` where it opens as a refusal and one of
     its late views reads partial."""
-    (score,) = await scorer.score_replies([ReplyInput(prompt=prompt, reply=reply)])
-    views = late_views(reply)[:MAX_LATE_VIEWS] if score.refusal.is_refusal else []
-    if score.refusal is Refusal.PARTIAL or not views:
-        return score  # only a refusal's later sentences are worth a look
-    later = await scorer.score_replies([ReplyInput(prompt=prompt, reply=v) for v in views])
-    if any(view.refusal is Refusal.PARTIAL for view in later):
-        return ReplyScore(refusal=Refusal.PARTIAL, probabilities=score.probabilities)
-    return score
+    return await _read(scorer, prompt, reply, newest_only=False)
 
 
 async def leaks_in(scorer: Scorer, prompt: str, text: str) -> bool:
     """Whether ``text`` (a reply so far) refuses and then supplies the content: read
     whole, and, where it opens as a refusal, its newest sentence joined to its opening."""
-    (score,) = await scorer.score_replies([ReplyInput(prompt=prompt, reply=text)])
-    if score.refusal is Refusal.PARTIAL:
-        return True
-    views = late_views(text, newest_only=True) if score.refusal.is_refusal else []
+    return (await _read(scorer, prompt, text, newest_only=True)).refusal is Refusal.PARTIAL
+
+
+async def _read(scorer: Scorer, prompt: str, reply: str, *, newest_only: bool) -> ReplyScore:
+    (score,) = await scorer.score_replies([ReplyInput(prompt=prompt, reply=reply)])
+    if score.refusal is Refusal.PARTIAL or not score.refusal.is_refusal:
+        return score  # only a refusal's later sentences are worth a look
+    views = late_views(reply, newest_only=newest_only)[:MAX_LATE_VIEWS]
     if not views:
-        return False
+        return score
     later = await scorer.score_replies([ReplyInput(prompt=prompt, reply=v) for v in views])
-    return any(view.refusal is Refusal.PARTIAL for view in later)
+    if any(view.refusal is Refusal.PARTIAL for view in later):
+        return ReplyScore(refusal=Refusal.PARTIAL, probabilities=score.probabilities)
+    return score

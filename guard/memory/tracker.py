@@ -267,12 +267,16 @@ class ConversationMemory:
         hashes = [self._keyring.prompt(text) for text in texts]
         found = {h: score for h in hashes if (score := self._scores.get(h)) is not None}
         missing = {h: text for h, text in zip(hashes, texts, strict=True) if h not in found}
+        await self._score_missing(missing, found)
+        return [found[h] for h in hashes]
+
+    async def _score_missing(self, missing: dict[str, str], found: dict[str, HarmScore]) -> None:
+        """Score the texts not cached (hash -> text), into the cache and ``found``."""
         if missing:
             results = await self._scorer.score_prompts(list(missing.values()))
             for text_hash, score in zip(missing, results, strict=True):
                 self._scores.put(text_hash, score)
                 found[text_hash] = score
-        return [found[h] for h in hashes]
 
     async def _score(self, users: Sequence[str], *, joint: bool = True) -> Scored:
         """Scores of the recent user turns and (``joint``) the joint text; every turn
@@ -303,11 +307,7 @@ class ConversationMemory:
         fresh_turns = len(missing)
         if joined is not None and joint_hash is not None and joint_hash not in found:
             missing.setdefault(joint_hash, joined)
-        if missing:
-            results = await self._scorer.score_prompts(list(missing.values()))
-            for text_hash, score in zip(missing, results, strict=True):
-                self._scores.put(text_hash, score)
-                found[text_hash] = score
+        await self._score_missing(missing, found)
         first = len(hashes) - len(recent)
         recent_scores = [found[h] for h in recent]
         counted = [
