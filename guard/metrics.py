@@ -30,6 +30,7 @@ DIRECTIONS = ("request", "reply")  # label: direction
 REFUSALS = ("none", "bare", "reasoned", "partial")  # label: refusal
 HISTORY_FAULTS = ("forged", "pruned")  # label: kind
 STORE_OPS = ("get", "put")  # label: op
+LANES = ("busy", "idle")  # label: lane, of classifier_runs
 STAGES = ("prompt", "reply")  # label: stage
 STATUSES = ("2xx", "4xx", "5xx")  # label: status
 ACTIONS = ("flag", "block", "rewrite")  # label: decision, of category_actions
@@ -134,6 +135,13 @@ class GuardMetrics:
             ["stage"],
             registry=r,
         )
+        self.classifier_runs = Counter(
+            "guard_classifier_runs_total",
+            "Inference batches, by lane: idle (started while no other ran, so it took "
+            "classifier.idle_intra_op_threads) or busy.",
+            ["stage", "lane"],
+            registry=r,
+        )
         self.classifier_confirmations = Counter(
             "guard_classifier_confirmations_total",
             "Texts scored again alone because their batched score lay near a decision point.",
@@ -225,6 +233,8 @@ class GuardMetrics:
             self.history_faults.labels(kind=kind)
         for stage in STAGES:
             self.classifier_duration.labels(stage=stage)
+            for lane in LANES:
+                self.classifier_runs.labels(stage=stage, lane=lane)
         for outcome in OUTCOMES:
             self.scoring_failures.labels(outcome=outcome)
         for stage in CASCADE_STAGES:

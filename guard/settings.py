@@ -98,6 +98,13 @@ class ClassifierSettings(_Section):
     inference_threads: int = Field(
         2, ge=1, description="Inference runs at once, off the event loop."
     )
+    idle_intra_op_threads: int = Field(
+        2,
+        ge=0,
+        description="Threads for a run that starts while no other runs (a lone request "
+        "uses the idle cores; one more copy of the transformer in memory, ~30 MiB). "
+        "Off when not above intra_op_threads.",
+    )
     max_batch: int = Field(16, ge=1, description="Most texts scored in one run.")
     # Batches form from load anyway (guard.classifier.scorer), so 0 keeps a lone request
     # from waiting.

@@ -7,6 +7,12 @@ together), so a lone request never waits for company; while every thread is busy
 queue grows and is flushed as one run when a thread frees up, or as soon as it holds
 ``max_batch`` texts.  Load makes the batches, not a timer.  Inference runs on a small
 thread pool, never on the event loop, and each call waits at most ``timeout_s``.
+
+A run that starts while no other is in flight may take the *idle lane*: the
+transformer's sessions opened a second time with more intra-op threads
+(``classifier.idle_intra_op_threads``), so a lone request uses the cores that concurrent
+runs share under load.  Under load every run keeps one thread each, as before, so
+throughput does not pay for the idle lane's thread hand-offs.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import structlog
 
 from guard.classifier.labels import Labels
 from guard.classifier.predictor import Predictor
-from guard.classifier.session import LoadedModel, load_model
+from guard.classifier.session import LoadedModel, load_model, widened
 from guard.errors import ScoringError, ScoringTimeout
 from guard.metrics import GuardMetrics
 from guard.scoring import HarmScore, ReplyInput, ReplyScore
@@ -41,6 +47,13 @@ class _Pending(Generic[In, Out]):
 
 
 @dataclass(slots=True)
+class _InFlight:
+    """Inference runs in flight across the scorer's batchers (event loop only: no lock)."""
+
+    runs: int = 0
+
+
+@dataclass(slots=True)
 class _Batcher(Generic[In, Out]):
     """Collects items from concurrent callers and scores them together."""
 
@@ -51,6 +64,9 @@ class _Batcher(Generic[In, Out]):
     max_batch: int
     wait_s: float
     metrics: GuardMetrics | None
+    # The idle lane: taken by a run that starts while no other is in flight.
+    idle_score: Callable[[list[In]], list[Out]] | None = None
+    in_flight: _InFlight = field(default_factory=_InFlight)
     pending: list[_Pending[In, Out]] = field(default_factory=list)
     timer: asyncio.Handle | None = None
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -95,8 +111,11 @@ class _Batcher(Generic[In, Out]):
     async def _run(self, batch: list[_Pending[In, Out]]) -> None:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
+        self.in_flight.runs += 1
+        idle_score = self.idle_score if self.in_flight.runs == 1 else None
+        score = idle_score or self.score
         try:
-            results = await loop.run_in_executor(self.executor, self.score, [p.item for p in batch])
+            results = await loop.run_in_executor(self.executor, score, [p.item for p in batch])
         except ScoringError as exc:
             for pending in batch:
                 if not pending.future.done():
@@ -109,11 +128,15 @@ class _Batcher(Generic[In, Out]):
                 if not pending.future.done():
                     pending.future.set_exception(error)
             return
+        finally:
+            self.in_flight.runs -= 1
         if self.metrics is not None:
             self.metrics.classifier_duration.labels(stage=self.stage).observe(
                 time.perf_counter() - started
             )
             self.metrics.classifier_batch_size.observe(len(batch))
+            lane = "busy" if idle_score is None else "idle"
+            self.metrics.classifier_runs.labels(stage=self.stage, lane=lane).inc()
         for pending, result in zip(batch, results, strict=True):
             if not pending.future.done():
                 pending.future.set_result(result)
@@ -125,6 +148,17 @@ class _Batcher(Generic[In, Out]):
         for pending in self.pending:
             pending.future.cancel()
         self.pending.clear()
+
+
+def _widens(model: LoadedModel, settings: ClassifierSettings) -> bool:
+    """Whether an idle lane can be faster: more threads than a busy run gets, on CPU
+    (a GPU run does not scale with host threads)."""
+    busy = settings.intra_op_threads
+    return (
+        busy > 0
+        and settings.idle_intra_op_threads > busy
+        and "CUDAExecutionProvider" not in model.providers
+    )
 
 
 class OnnxScorer:
@@ -139,14 +173,20 @@ class OnnxScorer:
         batch_wait_ms: float = 0.0,
         timeout_s: float = 2.0,
         metrics: GuardMetrics | None = None,
+        idle_model: LoadedModel | None = None,
     ) -> None:
+        """``idle_model``: the same model with wider sessions (:func:`widened`), taken by
+        runs that start while no other run is in flight."""
         self.model = model
-        self.predictor = Predictor(
-            model,
-            on_confirm=None
+        self.idle_model = idle_model
+        on_confirm = (
+            None
             if metrics is None
-            else lambda kind: metrics.classifier_confirmations.labels(kind=kind).inc(),
+            else lambda kind: metrics.classifier_confirmations.labels(kind=kind).inc()
         )
+        self.predictor = Predictor(model, on_confirm=on_confirm)
+        idle = None if idle_model is None else Predictor(idle_model, on_confirm=on_confirm)
+        in_flight = _InFlight()
         self._executor = ThreadPoolExecutor(
             max_workers=inference_threads, thread_name_prefix="guard-classifier"
         )
@@ -160,6 +200,8 @@ class OnnxScorer:
             max_batch,
             wait_s,
             metrics,
+            None if idle is None else idle.score_prompts,
+            in_flight,
         )
         self._replies: _Batcher[ReplyInput, ReplyScore] = _Batcher(
             "reply",
@@ -169,6 +211,8 @@ class OnnxScorer:
             max_batch,
             wait_s,
             metrics,
+            None if idle is None else idle.score_replies,
+            in_flight,
         )
         self._metrics = metrics
         self._closed = False
@@ -185,6 +229,9 @@ class OnnxScorer:
             sieve=settings.sieve,
             early_exit=settings.early_exit,
         )
+        idle_model = None
+        if _widens(model, settings):
+            idle_model = widened(model, settings.provider, settings.idle_intra_op_threads)
         log.info(
             "classifier_loaded",
             model=str(model.model_path),
@@ -193,6 +240,7 @@ class OnnxScorer:
             providers=list(model.providers),
             sieve=model.sieve.labels.model_sha256[:12] if model.sieve else None,
             early_exit=model.exit.labels.model_sha256[:12] if model.exit else None,
+            idle_intra_op_threads=settings.idle_intra_op_threads if idle_model else None,
         )
         return cls(
             model,
@@ -201,6 +249,7 @@ class OnnxScorer:
             batch_wait_ms=settings.batch_wait_ms,
             timeout_s=settings.timeout_s,
             metrics=metrics,
+            idle_model=idle_model,
         )
 
     @property

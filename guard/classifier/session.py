@@ -7,7 +7,7 @@ providers, instead of failing on the first request.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -27,6 +27,8 @@ from guard.classifier.sieve import (
 from guard.errors import ModelLoadError
 
 Provider = Literal["cpu", "cuda", "auto"]
+# Spin of a widened model's pool threads between ops (models/MODEL_CARD.md, Speed).
+WIDE_SPIN_US = 100
 _PROVIDER_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 
@@ -59,13 +61,19 @@ def resolve_providers(provider: Provider, available: list[str] | None = None) ->
     return [name] if name == "CPUExecutionProvider" else [name, "CPUExecutionProvider"]
 
 
-def session_options(intra_op_threads: int) -> ort.SessionOptions:
+def session_options(intra_op_threads: int, *, spin_us: int = 0) -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
-    # Idle pool threads must sleep, not spin: a sidecar shares its cores with the app, and
-    # on the 2-core benchmark VM spinning made a 2-thread run 2.2x slower than one thread
-    # (6.9 vs 4.0 ms, front and tail of a 64-token turn) where sleeping made it 1.3x faster.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # Idle pool threads must sleep, not spin for onnxruntime's default time: a sidecar
+    # shares its cores with the app, and on the 2-core benchmark VM that spinning made a
+    # 2-thread run 2.2x slower than one thread (6.9 vs 4.0 ms, front and tail of a 64-token
+    # turn) where sleeping made it 1.3x faster.  A spin of some microseconds bridges the
+    # gap between one op and the next of the same run without holding a core after it.
+    if spin_us > 0:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+        options.add_session_config_entry("session.intra_op.spin_duration_us", str(spin_us))
+    else:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -130,8 +138,38 @@ def load_model(
     )
 
 
+def widened(model: LoadedModel, provider: Provider, intra_op_threads: int) -> LoadedModel:
+    """The same model with the transformer's sessions opened again for ``intra_op_threads``.
+
+    For runs that start while the classifier is otherwise idle (a lone request can use
+    the cores the busy path leaves to concurrent runs); costs one more copy of the
+    transformer's weights in memory.  The tokenizer, labels and cheap stages are shared.
+    """
+    if intra_op_threads < 2:
+        raise ValueError("a widened model needs at least 2 intra-op threads")
+    outputs = tuple(output.name for output in model.session.get_outputs())
+    session = open_session(
+        model.model_path, provider, intra_op_threads, outputs=outputs, spin_us=WIDE_SPIN_US
+    )
+    tail = None
+    if model.tail is not None:
+        tail = open_session(
+            model.model_path.parent / TAIL_FILE,
+            provider,
+            intra_op_threads,
+            outputs=("harm", "refusal"),
+            spin_us=WIDE_SPIN_US,
+        )
+    return replace(model, session=session, tail=tail)
+
+
 def open_session(
-    path: Path, provider: Provider, intra_op_threads: int, *, outputs: tuple[str, ...]
+    path: Path,
+    provider: Provider,
+    intra_op_threads: int,
+    *,
+    outputs: tuple[str, ...],
+    spin_us: int = 0,
 ) -> ort.InferenceSession:
     """An inference session for one ONNX file, checked to have ``outputs``."""
     if not path.is_file():
@@ -139,7 +177,9 @@ def open_session(
     providers = resolve_providers(provider)
     try:
         session = ort.InferenceSession(
-            str(path), sess_options=session_options(intra_op_threads), providers=providers
+            str(path),
+            sess_options=session_options(intra_op_threads, spin_us=spin_us),
+            providers=providers,
         )
     except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
         raise ModelLoadError(f"cannot load ONNX model {path}: {exc}") from exc

@@ -74,3 +74,39 @@ async def test_a_full_batch_is_flushed_without_waiting_for_a_thread(
     futures = queue.submit(list("abcdefghij"))
     assert await asyncio.wait_for(asyncio.gather(*futures), timeout=5) == list("ABCDEFGHIJ")
     assert sorted(recorder.sizes) == [2, 4, 4]
+
+
+async def test_a_run_takes_the_idle_lane_only_while_no_other_runs() -> None:
+    busy, idle = Recorder(), Recorder()
+    idle.release.clear()
+    pool = ThreadPoolExecutor(max_workers=2)
+    try:
+        queue = _Batcher("prompt", busy, pool, 2, 16, 0.0, None, idle_score=idle)
+        first = queue.submit(["a"])
+        await asyncio.to_thread(idle.started.wait, 5)  # the lone run took the idle lane
+        second = queue.submit(["b"])  # starts beside it, on the other thread
+        assert await asyncio.wait_for(asyncio.gather(*second), timeout=5) == ["B"]
+        assert (busy.sizes, idle.sizes) == ([1], [1])
+        idle.release.set()
+        assert await asyncio.wait_for(asyncio.gather(*first), timeout=5) == ["A"]
+        third = queue.submit(["c"])  # nothing in flight again
+        assert await asyncio.wait_for(asyncio.gather(*third), timeout=5) == ["C"]
+        assert (busy.sizes, idle.sizes) == ([1], [1, 1])
+    finally:
+        pool.shutdown(wait=True)
+
+
+async def test_a_failed_idle_run_leaves_the_lane_free() -> None:
+    def broken(items: list[str]) -> list[str]:
+        raise RuntimeError("boom")
+
+    busy = Recorder()
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        queue = _Batcher("prompt", busy, pool, 1, 16, 0.0, None, idle_score=broken)
+        (failed,) = queue.submit(["a"])
+        with pytest.raises(Exception, match="prompt scoring failed"):
+            await asyncio.wait_for(failed, timeout=5)
+        assert queue.in_flight.runs == 0
+    finally:
+        pool.shutdown(wait=True)

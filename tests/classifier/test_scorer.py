@@ -17,6 +17,7 @@ from guard.classifier.session import (
     load_model,
     resolve_providers,
     session_options,
+    widened,
 )
 from guard.errors import ModelLoadError, ScoringTimeout
 from guard.metrics import GuardMetrics
@@ -139,6 +140,61 @@ def test_session_threads_sleep_when_idle() -> None:
     options = session_options(2)
     assert options.intra_op_num_threads == 2
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_session_threads_spin_only_as_asked() -> None:
+    options = session_options(2, spin_us=100)
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    assert options.get_session_config_entry("session.intra_op.spin_duration_us") == "100"
+
+
+async def test_a_lone_request_takes_the_idle_lane_with_the_same_scores(
+    model_dir: Path, metrics: GuardMetrics
+) -> None:
+    scorer = OnnxScorer.from_settings(ClassifierSettings(model_dir=model_dir), metrics)
+    narrow = OnnxScorer.from_settings(
+        ClassifierSettings(model_dir=model_dir, idle_intra_op_threads=0)
+    )
+    try:
+        (wide,) = await scorer.score_prompts([HARMFUL])
+        (alone,) = await narrow.score_prompts([HARMFUL])
+        (reply,) = await scorer.score_replies([ReplyInput(HARMFUL, "I can't help with that.")])
+    finally:
+        await scorer.aclose()
+        await narrow.aclose()
+    assert wide.risk == pytest.approx(alone.risk, abs=1e-4)
+    assert reply.refusal is not Refusal.NONE
+    idle = {"lane": "idle"}
+    assert (
+        metrics.registry.get_sample_value(
+            "guard_classifier_runs_total", {"stage": "prompt", **idle}
+        )
+        == 1.0
+    )
+    assert (
+        metrics.registry.get_sample_value("guard_classifier_runs_total", {"stage": "reply", **idle})
+        == 1.0
+    )
+
+
+def test_widened_model_shares_all_but_the_transformer(model_dir: Path) -> None:
+    model = load_model(model_dir, sieve=True, early_exit=True)
+    wide = widened(model, "cpu", 2)
+    assert wide.session is not model.session and wide.tail is not model.tail
+    assert wide.tail is not None
+    assert (wide.sieve, wide.exit, wide.encoder) == (model.sieve, model.exit, model.encoder)
+    assert wide.session.get_session_options().intra_op_num_threads == 2
+    assert model.session.get_session_options().intra_op_num_threads == 1
+
+
+def test_no_idle_lane_when_it_cannot_be_wider(model_dir: Path) -> None:
+    for settings in (
+        ClassifierSettings(model_dir=model_dir, idle_intra_op_threads=1),
+        ClassifierSettings(model_dir=model_dir, intra_op_threads=2, idle_intra_op_threads=2),
+        ClassifierSettings(model_dir=model_dir, intra_op_threads=0),
+    ):
+        scorer = OnnxScorer.from_settings(settings)
+        assert scorer.idle_model is None, settings
 
 
 def test_auto_provider_falls_back_to_cpu() -> None:
