@@ -93,7 +93,8 @@ class Encoder:
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Each text's token ids, without special tokens."""
-        encodings = self._tokenizer.encode_batch(
+        # The fast variant skips character offsets, which nothing here reads (~30% less).
+        encodings = self._tokenizer.encode_batch_fast(
             [plain_quotes(text) for text in texts], add_special_tokens=False
         )
         return [list(encoding.ids) for encoding in encodings]
