@@ -1,8 +1,16 @@
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
 import pytest
 
+from guard.classifier import cues
 from guard.classifier.cues import has_refusal_cue
+from guard.classifier.encoding import plain_quotes
+
+DATA = Path(__file__).resolve().parents[2] / "guard" / "training" / "data"
 
 
 @pytest.mark.parametrize(
@@ -35,3 +43,22 @@ def test_refusals_show_a_cue(reply: str) -> None:
 )
 def test_plain_answers_show_none(reply: str) -> None:
     assert not has_refusal_cue(reply)
+
+
+def test_the_fast_matcher_answers_as_the_case_insensitive_one() -> None:
+    """The cue list runs on case-folded text behind a first-letter lookahead for speed;
+    the plain IGNORECASE reading of the same alternatives must agree on every text."""
+    alternatives = re.sub(r"\(\?=\\b\[[a-z]+\]\)", "", cues._CUES.pattern, count=1)
+    assert alternatives != cues._CUES.pattern
+    reference = re.compile(alternatives, re.IGNORECASE | re.VERBOSE)
+    texts = [
+        value
+        for path in sorted(DATA.glob("*.jsonl"))
+        for line in path.read_text(encoding="utf-8").splitlines()
+        for value in json.loads(line).values()
+        if isinstance(value, str)
+    ]
+    texts += [text.upper() for text in texts[:2000]] + [text.title() for text in texts[:2000]]
+    assert len(texts) > 5000
+    differ = [t for t in texts if bool(reference.search(plain_quotes(t))) != has_refusal_cue(t)]
+    assert differ == []
