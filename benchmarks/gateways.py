@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         "--first-ms", type=float, default=Chunking.first_ms, help="the fake model's time to answer"
     )
     parser.add_argument("--turns", type=_ints, default=[1, 10, 50, 200])
-    parser.add_argument("--conversations", type=int, default=2)
+    parser.add_argument("--conversations", type=int, default=10)
     parser.add_argument("--fill", type=int, default=100_000)
     parser.add_argument("--fill-max-s", type=float, default=45, help="HTTP fill time cap")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/gateways.json"))
