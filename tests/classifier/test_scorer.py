@@ -142,6 +142,13 @@ def test_session_threads_sleep_when_idle() -> None:
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
+def test_sessions_share_one_arena() -> None:
+    # Each session's own arena kept the largest batch it ran; two copies doubled that.
+    first, second = session_options(1), session_options(2, spin_us=100)
+    for options in (first, second):
+        assert options.get_session_config_entry("session.use_env_allocators") == "1"
+
+
 def test_session_threads_spin_only_as_asked() -> None:
     options = session_options(2, spin_us=100)
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
