@@ -207,6 +207,8 @@ def guard(
     variant: str = "",
     prefill: int = 0,
     client: str = "native",
+    settings: dict[str, str] | None = None,
+    tag: str = "",
 ) -> Iterator[Target]:
     """The guard in ``mode``; ``scorer`` is "onnx" (``guard serve``) or "keyword".
 
@@ -215,10 +217,11 @@ def guard(
     judged too (the shipped policy streams them without a hold; this shows what the hold
     costs); "forwarding" forwards requests while judging them in enforce mode.
     ``prefill`` stores that many conversations before the guard answers
-    (:mod:`benchmarks.harness.guard_server`).
+    (:mod:`benchmarks.harness.guard_server`); ``settings`` are ``GUARD_*`` overrides
+    (:data:`SETTING_VARIANTS`), named by ``tag``.
     """
     port = free_port()
-    env = {"GUARD_LOGGING__LEVEL": "info", "GUARD_UPSTREAM__CLIENT": client}
+    env = {"GUARD_LOGGING__LEVEL": "info", "GUARD_UPSTREAM__CLIENT": client, **(settings or {})}
     if variant:
         switch = POLICY_VARIANTS[variant]
         policies = tmp / f"policies-{variant}"
@@ -237,7 +240,7 @@ def guard(
         args = ["python3", "-m", "benchmarks.harness.guard_server", "--scorer", scorer]
         args += ["--prefill", str(prefill)] if prefill else []
     args += ["--upstream", up.url(""), "--port", str(port), "--mode", mode]
-    suffix = f"-{variant}" if variant else ""
+    suffix = f"-{variant or tag}" if variant or tag else ""
     log = tmp / f"guard-{mode}{suffix}.log"
     # The request_completed line per request is part of the real cost; it goes to a file.
     with _process(args, lifetime_s=lifetime_s, log=log, env=env) as proc:
@@ -292,9 +295,13 @@ GUARD_TARGETS = (
     "guard-enforce-hold",
     "guard-enforce-forwarding",
     "guard-enforce-httpx",
+    "guard-enforce-oneidle",
 )
 # Target suffix -> the global.yaml switch its guard runs with turned on.
 POLICY_VARIANTS = {"hold": "hold_benign", "forwarding": "forward_while_judging"}
+# Target suffix -> settings its guard runs with ("oneidle": no idle lane, so a lone
+# request's run keeps one intra-op thread, as before 2026-12-03).
+SETTING_VARIANTS = {"oneidle": {"GUARD_CLASSIFIER__IDLE_INTRA_OP_THREADS": "0"}}
 
 
 @contextmanager
@@ -319,7 +326,17 @@ def all_targets(
                 variant = suffix if suffix in POLICY_VARIANTS else ""
                 client = "httpx" if suffix == "httpx" else "native"
                 started[name] = stack.enter_context(
-                    guard(tmp, up, mode, scorer, lifetime_s, variant=variant, client=client)
+                    guard(
+                        tmp,
+                        up,
+                        mode,
+                        scorer,
+                        lifetime_s,
+                        variant=variant,
+                        client=client,
+                        settings=SETTING_VARIANTS.get(suffix),
+                        tag=suffix if suffix in SETTING_VARIANTS else "",
+                    )
                 )
             else:
                 raise ValueError(f"unknown target {name!r}")
