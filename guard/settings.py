@@ -102,7 +102,7 @@ class ClassifierSettings(_Section):
         2,
         ge=0,
         description="Threads for a run that starts while no other runs (a lone request "
-        "uses the idle cores; one more copy of the transformer in memory, ~30 MiB). "
+        "uses the idle cores; one more copy of the transformer in memory, ~25 MiB). "
         "Off when not above intra_op_threads.",
     )
     max_batch: int = Field(16, ge=1, description="Most texts scored in one run.")
