@@ -33,6 +33,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from benchmarks.harness import clients, procmem, targets
 from benchmarks.harness.load import NumberedBody, WrkResult, wrk
 from benchmarks.harness.upstream import Chunking
@@ -122,18 +124,20 @@ def turns(ts: dict[str, targets.Target], args: argparse.Namespace) -> list[dict[
     guard = ts["guard-enforce"]
     longest = max(args.turns)
     runs: list[dict[str, Any]] = []
-    for index in range(args.conversations):
-        timings = clients.conversation(guard, ts["direct"], longest)
-        for timing in timings:
-            if timing.turn in args.turns:
-                runs.append({"conversation": index, **asdict(timing)})
-        kept = {t.turn: t for t in timings}
-        _log(
-            f"turns conversation {index}: "
-            + ", ".join(
-                f"t{n} {kept[n].guard_ms - kept[n].direct_ms:.2f} ms added" for n in args.turns
+    # One kept-alive connection to each for every conversation (none pays a handshake).
+    with httpx.Client(timeout=60) as to_guard, httpx.Client(timeout=60) as to_direct:
+        for index in range(args.conversations):
+            timings = clients.conversation(guard, ts["direct"], longest, (to_guard, to_direct))
+            for timing in timings:
+                if timing.turn in args.turns:
+                    runs.append({"conversation": index, **asdict(timing)})
+            kept = {t.turn: t for t in timings}
+            _log(
+                f"turns conversation {index}: "
+                + ", ".join(
+                    f"t{n} {kept[n].guard_ms - kept[n].direct_ms:.2f} ms added" for n in args.turns
+                )
             )
-        )
     return runs
 
 

@@ -115,34 +115,42 @@ class TurnTiming:
     request_bytes: int
 
 
-def conversation(guard: Target, direct: Target, turns: int) -> list[TurnTiming]:
+def conversation(
+    guard: Target,
+    direct: Target,
+    turns: int,
+    connections: tuple[httpx.Client, httpx.Client] | None = None,
+) -> list[TurnTiming]:
     """Play one conversation of ``turns`` turns, history carried in each request.
 
     Each turn's body goes to the guard (with an explicit conversation id, so memory state
     continues) and then, byte for byte, to the upstream directly; the assistant reply the
-    guard relayed goes into the history, as a client would keep it.
+    guard relayed goes into the history, as a client would keep it.  ``connections``
+    (guard client, direct client) are kept alive across conversations, so no turn pays for
+    opening a connection: a new conversation is not a new connection.
     """
+    if connections is None:
+        with httpx.Client(timeout=60) as g_client, httpx.Client(timeout=60) as d_client:
+            return conversation(guard, direct, turns, (g_client, d_client))
+    g_client, d_client = connections
     conversation_id = f"bench-{uuid.uuid4().hex}"
     history: list[dict[str, str]] = []
     timings: list[TurnTiming] = []
-    with httpx.Client(timeout=60) as g_client, httpx.Client(timeout=60) as d_client:
-        for turn in range(1, turns + 1):
-            history.append({"role": "user", "content": payload.fresh_user_text()})
-            body = payload.chat_body(history)
-            started = time.perf_counter()
-            reply = g_client.post(
-                guard.url(), content=body, headers=_headers(guard, conversation_id)
+    for turn in range(1, turns + 1):
+        history.append({"role": "user", "content": payload.fresh_user_text()})
+        body = payload.chat_body(history)
+        started = time.perf_counter()
+        reply = g_client.post(guard.url(), content=body, headers=_headers(guard, conversation_id))
+        guard_ms = (time.perf_counter() - started) * 1000
+        reply.raise_for_status()
+        started = time.perf_counter()
+        d_client.post(direct.url(), content=body, headers=_headers(direct)).raise_for_status()
+        direct_ms = (time.perf_counter() - started) * 1000
+        content = reply.json()["choices"][0]["message"]["content"]
+        history.append({"role": "assistant", "content": content})
+        timings.append(
+            TurnTiming(
+                turn, guard_ms, direct_ms, reply.headers.get("x-guard-decision", "?"), len(body)
             )
-            guard_ms = (time.perf_counter() - started) * 1000
-            reply.raise_for_status()
-            started = time.perf_counter()
-            d_client.post(direct.url(), content=body, headers=_headers(direct)).raise_for_status()
-            direct_ms = (time.perf_counter() - started) * 1000
-            content = reply.json()["choices"][0]["message"]["content"]
-            history.append({"role": "assistant", "content": content})
-            timings.append(
-                TurnTiming(
-                    turn, guard_ms, direct_ms, reply.headers.get("x-guard-decision", "?"), len(body)
-                )
-            )
+        )
     return timings
