@@ -21,13 +21,12 @@ here and are marked so.  A file that is missing gives "not yet measured" cells.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.readme_block import update_block
+from benchmarks.readme_block import load_result, update_block
 
 EVALUATE_CMD = "python3 -m guard.training.evaluate --data ../shared/datasets --model models/"
 MULTITURN_CMD = (
@@ -69,14 +68,6 @@ PROMPT_TARGETS = {
     "openai_moderation": "report",
 }
 PROMPT_ORDER = list(PROMPT_TARGETS)
-
-
-def _load(path: Path) -> dict[str, Any] | None:
-    try:
-        loaded: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    return loaded
 
 
 def _pct(value: float | None) -> str:
@@ -298,7 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--readme", type=Path, help="rewrite the quality block of this file")
     args = parser.parse_args(argv)
-    text = render(_load(args.evaluation), _load(args.multiturn), _load(args.speed))
+    text = render(
+        load_result(args.evaluation), load_result(args.multiturn), load_result(args.speed)
+    )
     print(text)
     if args.readme:
         update_block(args.readme, "quality", text)

@@ -6,8 +6,10 @@ lives between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->``.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
+from typing import Any
 
 
 def markers(name: str) -> tuple[str, str]:
@@ -22,3 +24,12 @@ def update_block(readme: Path, name: str, text: str) -> None:
     if not pattern.search(doc):
         raise SystemExit(f"{readme}: no {begin} … {end} markers")
     readme.write_text(pattern.sub(lambda _: f"{begin}\n{text}{end}", doc), encoding="utf-8")
+
+
+def load_result(path: Path) -> dict[str, Any] | None:
+    """A result file's JSON, or None when it has not been produced yet."""
+    try:
+        loaded: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    return loaded

@@ -26,7 +26,7 @@ import numpy as np
 
 from benchmarks.multiturn_eval import make_scorer, quiet_logs
 from benchmarks.multiturn_through import EnginePass, offline_policies
-from benchmarks.readme_block import update_block
+from benchmarks.readme_block import load_result, update_block
 from guard.conversation import Conversation, Message
 from guard.decisions import Action, GuardRequest
 from guard.memory import ConversationMemory
@@ -142,13 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         args.out.write_text(json.dumps(served, indent=2) + "\n", encoding="utf-8")
     served = json.loads(args.out.read_text(encoding="utf-8"))
-    evaluation_path = args.model_dir / "evaluation.json"
-    evaluation = (
-        json.loads(evaluation_path.read_text(encoding="utf-8"))
-        if evaluation_path.is_file()
-        else None
-    )
-    text = render(served, evaluation)
+    text = render(served, load_result(args.model_dir / "evaluation.json"))
     print(text)
     if args.readme:
         update_block(args.readme, "served", text)

@@ -310,7 +310,9 @@ class ChatRelay:
             log.info("reasoning_withheld", request_id=record.request_id)
         texts = reply_texts(payload)
         if len(texts) > 1:
-            await self._relay_choices(responder, (request, verdict), reply, record, body, texts)
+            await self._relay_choices(
+                responder, (request, verdict), reply, record, (payload, body), texts
+            )
             return
         begun = time.perf_counter()
         judged = await self.engine.check_reply(request, verdict, texts[0] if texts else "")
@@ -334,10 +336,14 @@ class ChatRelay:
         judging: tuple[GuardRequest, RequestVerdict],
         reply: Reply,
         record: ChatRecord,
-        body: bytes,
+        completion: tuple[dict[str, Any], bytes],
         texts: list[str],
     ) -> None:
-        """A whole reply of ``n`` > 1 choices: each judged; those rewritten, replaced alone."""
+        """A whole reply of ``n`` > 1 choices: each judged; those rewritten, replaced alone.
+
+        ``completion`` is the upstream's reply parsed and as bytes (the bytes go out when
+        nothing is replaced)."""
+        payload, body = completion
         begun = time.perf_counter()
         verdicts = await self.engine.check_choices(*judging, texts)
         record.reply_overhead_s += time.perf_counter() - begun
@@ -350,7 +356,7 @@ class ChatRelay:
         }
         headers = without_hop_by_hop(reply.headers, *BODY_FRAMING)
         if replaced:
-            body = with_choice_texts(json.loads(body), replaced)
+            body = with_choice_texts(payload, replaced)
             headers = [(k, v) for k, v in headers if k != b"content-type"] + [_JSON]
         headers.append((b"content-length", str(len(body)).encode()))
         await responder.whole(reply.status, headers + self.decision_headers(record), body)

@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING
 from guard.decisions import StreamStep
 from guard.decisions import StreamStepKind as Kind
 from guard.http_edge import Responder, without_hop_by_hop
-from guard.openai_api import ChatRequest, StreamIdentity, chunk_events, without_reasoning
+from guard.openai_api import (
+    REASONING_FIELDS,
+    ChatRequest,
+    StreamIdentity,
+    chunk_events,
+    without_reasoning,
+)
 from guard.reply_stream import ChoiceStreams
 from guard.sse import ChunkFacts, SSEEvent, SSEParser, chunk_facts
 
@@ -97,7 +103,8 @@ class _StreamState:
     def without_reasoning(self, event: SSEEvent) -> bytes:
         """The event with its deltas' reasoning fields taken out (as it was without any);
         the stream is counted once, at the first it loses."""
-        if event.data is None:
+        # Most events carry no chain of thought: skip parsing those a second time.
+        if event.data is None or not any(name in event.data for name in REASONING_FIELDS):
             return event.raw
         try:
             payload = json.loads(event.data)

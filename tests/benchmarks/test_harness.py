@@ -17,6 +17,7 @@ import pytest
 from benchmarks import quality, report
 from benchmarks.harness import clients, load, payload, procmem, stats, targets
 from benchmarks.harness.upstream import REPLY, Chunking
+from benchmarks.readme_block import load_result
 
 needs_wrk = pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (Debian: wrk)")
 
@@ -148,7 +149,7 @@ def test_quality_table_marks_missing_results(tmp_path: Path) -> None:
     }
     path = tmp_path / "evaluation.json"
     path.write_text(json.dumps(evaluation))
-    loaded = quality._load(path)
+    loaded = load_result(path)
     text = quality.render(loaded, None)
     assert "| xstest_prompts | 450 | 0.955 | 3.2% | 0.942 | 0.8% |" in text
     assert "Llama Guard 3-8B F1 0.884, FPR 4.4%" in text
