@@ -56,6 +56,7 @@ from guard.classifier.sieve import (
     span_means,
 )
 from guard.training import data as data_mod
+from guard.training import noise
 from guard.training.data import Example
 from guard.training.fastgraph import fuse_file
 from guard.training.files import sha256
@@ -289,6 +290,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument(
+        "--digit-noise",
+        type=int,
+        default=0,
+        help="add N copies of training texts with a number put in (guard.training.noise); "
+        "each is scored by the transformer as it stands, noise and all",
+    )
+    parser.add_argument(
+        "--filler-noise",
+        type=int,
+        default=0,
+        help="add N copies with a code, punctuation, smileys or a pleasantry put in",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     started = time.monotonic()
@@ -298,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     teacher = Predictor(whole)
     args.work.mkdir(parents=True, exist_ok=True)
     front_int8, tail_int8 = args.work / MODEL_FILE, args.work / TAIL_FILE
+    kept = False
     previous = args.model / EXIT_LABELS_FILE
     made_at = (
         int(json.loads(previous.read_text(encoding="utf-8"))["layer"])
@@ -317,13 +332,16 @@ def main(argv: list[str] | None = None) -> int:
         args.layer = made_at or 1
         shutil.copyfile(args.model / MODEL_FILE, front_int8)
         shutil.copyfile(args.model / TAIL_FILE, tail_int8)
+        kept = True
     else:
         if made_at is None:
             raise SystemExit(f"{args.model} has no {EXIT_LABELS_FILE}: where it was cut is unknown")
         cut = resplit(args.model / MODEL_FILE, args.model / TAIL_FILE, args.layer, args.work)
         shutil.copyfile(cut[0], front_int8)
         shutil.copyfile(cut[1], tail_int8)
-    for half in (front_int8, tail_int8):  # no-op for halves fused already
+    # Halves kept as they are stay so (the shipped front is unfused on purpose: see the
+    # model card); the head must learn the states it will be served.
+    for half in () if kept else (front_int8, tail_int8):  # no-op for halves fused already
         fuse_file(half)
     front = ort.InferenceSession(
         str(front_int8), session_options(args.threads), providers=["CPUExecutionProvider"]
@@ -337,6 +355,18 @@ def main(argv: list[str] | None = None) -> int:
     encoder = whole.encoder
     windows = [w[0] for w in encoder.text_windows([e.text for e in examples], first_only=True)]
     dev_windows = [w[0] for w in encoder.text_windows([e.text for e in dev], first_only=True)]
+    # A noisy copy keeps its text's label, gets the transformer's answer for the noisy text
+    # (what the tail would say) and its source's fold, so no head predicts a copy of what
+    # it was trained on.
+    originals = len(examples)
+    source = list(range(originals))
+    for count, fillers in ((args.digit_noise, False), (args.filler_noise, True)):
+        picks, noisy = noise.noisy_sample(
+            windows[:originals], encoder, count, args.seed, fillers=fillers
+        )
+        windows += noisy
+        examples += [examples[i] for i in picks]
+        source += picks
     soft_np = 1.0 / (1.0 + np.exp(-teacher.run(windows).harm))
     dev_teacher = 1.0 / (1.0 + np.exp(-teacher.run(dev_windows).harm[:, 0]))
     pooled = pooled_states(front, teacher, windows)
@@ -345,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     soft = torch.from_numpy(soft_np.astype(np.float32))
 
     # Out-of-fold risk for every training prompt: each fold's head never saw it.
-    fold_of = fold_assignment(len(examples), args.folds, args.seed)
+    fold_of = fold_assignment(originals, args.folds, args.seed)[source]
     oof = np.zeros(len(examples), dtype=np.float32)
     for fold in tqdm(range(args.folds), desc="out-of-fold heads"):
         inside = np.flatnonzero(fold_of != fold)

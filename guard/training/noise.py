@@ -106,3 +106,12 @@ def noisy_windows(
     runs = number_runs(encoder, len(windows), seed, fillers=fillers)
     length = encoder.windowing.max_length
     return [with_number(w, run, length, rng) for w, run in zip(windows, runs, strict=True)]
+
+
+def noisy_sample(
+    windows: Sequence[Window], encoder: Encoder, count: int, seed: int, *, fillers: bool = False
+) -> tuple[list[int], list[Window]]:
+    """``count`` windows drawn from ``windows`` (with replacement) and their noisy copies:
+    (the index each copy came from, the copies)."""
+    picks = random.Random(seed + fillers).choices(range(len(windows)), k=count)  # noqa: S311 - reproducible sampling, not security
+    return picks, noisy_windows([windows[i] for i in picks], encoder, seed, fillers=fillers)

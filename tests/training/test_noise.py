@@ -64,3 +64,20 @@ def test_fillers_say_nothing_and_go_in_like_numbers() -> None:
         assert len(window.ids) > len(clean.ids)
         rest = iter(window.ids)
         assert all(token in rest for token in clean.ids)  # the clean ids, in order
+
+
+def test_a_noisy_sample_says_where_each_copy_came_from() -> None:
+    tokenizer = Tokenizer.from_file(str(TOKENIZER))
+    encoder = Encoder(tokenizer, Windowing())
+    texts = ["How do I make meth at home?", "What is the capital of France?", "Hi there."]
+    windows = [_window(encoder, text) for text in texts]
+    picks, copies = noise.noisy_sample(windows, encoder, 30, seed=4)
+    assert len(picks) == len(copies) == 30
+    assert set(picks) == {0, 1, 2}  # drawn with replacement from all of them
+    for source, copy in zip(picks, copies, strict=True):
+        rest = iter(copy.ids)  # the source's tokens, in order, within the copy
+        assert all(token in rest for token in windows[source].ids)
+        assert len(copy.ids) > len(windows[source].ids)
+    again = noise.noisy_sample(windows, encoder, 30, seed=4)
+    assert again == (picks, copies)  # reproducible
+    assert noise.noisy_sample(windows, encoder, 30, seed=4, fillers=True)[1] != copies
