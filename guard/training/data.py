@@ -366,11 +366,14 @@ def load(
     seed: int = 13,
     dev_fraction: float = DEV_FRACTION,
     holdout_kinds: frozenset[str] = frozenset(),
+    drop_sources: frozenset[str] = frozenset(),
 ) -> tuple[list[Example], list[Example]]:
     """(train, dev) examples from ``data_dir/train`` and guard/training/data/.
 
     ``holdout_kinds`` leaves the written benign prompts of those kinds out of both splits,
     so a model trained without them can score them as unseen (:mod:`guard.training.crossfit`).
+    ``drop_sources`` leaves every example of those sources out of both splits (and out of
+    the buried-request augmentation, which is drawn from what is left).
     """
     train_dir = data_dir / "train"
     if not train_dir.is_dir():
@@ -385,6 +388,8 @@ def load(
             *replies(train_dir, rng),
         ]
     )
+    if drop_sources:
+        examples = [e for e in examples if e.source not in drop_sources]
     if holdout_kinds:
         kinds = benign_kinds()
         held = {text for kind in holdout_kinds for text in kinds.get(kind, [])}

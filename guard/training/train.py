@@ -294,6 +294,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--temperature", type=float, default=2.0)
     parser.add_argument(
+        "--drop-source",
+        action="append",
+        default=[],
+        help="leave out every example of this source (e.g. jailbreak_templates); repeatable",
+    )
+    parser.add_argument(
         "--digit-noise",
         type=int,
         default=0,
@@ -318,7 +324,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.holdout_fold is not None
         else frozenset()
     )
-    train_examples, dev_examples = data_mod.load(args.data, seed=args.seed, holdout_kinds=held)
+    train_examples, dev_examples = data_mod.load(
+        args.data, seed=args.seed, holdout_kinds=held, drop_sources=frozenset(args.drop_source)
+    )
     if args.limit:
         random.Random(args.seed).shuffle(train_examples)  # noqa: S311 - reproducible sampling, not security
         train_examples = train_examples[: args.limit]

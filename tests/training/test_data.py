@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from guard.training import data
 from guard.training.data import weak_refusal_label
 
 
@@ -16,3 +19,25 @@ from guard.training.data import weak_refusal_label
 )
 def test_weak_label_reads_typographic_apostrophes(reply: str, label: str) -> None:
     assert weak_refusal_label(reply) == label
+
+
+def test_dropped_sources_leave_both_splits_and_the_augmentation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "train").mkdir()
+    harmful = [data._harm(f"template {i}", "jailbreak_templates", None) for i in range(40)]
+    harmful += [data._harm(f"how to hurt person {i}", "advbench", None) for i in range(40)]
+    # Long enough (80+ characters) to serve as the buried-request augmentation's context.
+    question = (
+        "Could you explain, in a few friendly paragraphs, how tides work and why there are "
+        "two a day? Question"
+    )
+    benign = [data._benign(f"{question} {i}.", "self_instruct") for i in range(80)]
+    monkeypatch.setattr(data, "harmful_prompts", lambda train, rng: iter(harmful))
+    monkeypatch.setattr(data, "benign_prompts", lambda train, rng: iter(benign))
+    monkeypatch.setattr(data, "replies", lambda train, rng: iter([]))
+    kept_train, kept_dev = data.load(tmp_path)
+    assert any(e.source == "jailbreak_templates" for e in kept_train + kept_dev)
+    train, dev = data.load(tmp_path, drop_sources=frozenset({"jailbreak_templates"}))
+    assert all("template" not in e.text for e in train + dev)  # buried copies included
+    assert {e.text for e in train + dev} >= {e.text for e in benign if not data.is_dev(e)}
