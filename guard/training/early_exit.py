@@ -6,7 +6,7 @@
 Without ``--fp32`` the model folder must already be split (as shipped): its front and
 tail stay as they are and only the exit head is trained again, e.g. after the training
 data changed; or, given a ``--layer`` other than where it was cut, the two int8 halves
-are joined and cut again there (:func:`resplit`: the shipped v3's fp32 export is lost).
+are joined and cut again there (:func:`guard.training.cut.resplit`: the shipped v3's fp32 export is lost).
 
 The transformer's fp32 export is cut in two at ``--layer``: ``guard.onnx`` (embeddings
 and the first layers; outputs ``hidden`` and the expanded ``attention_bias``) and
@@ -39,7 +39,6 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-from onnx.utils import extract_model
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from torch import nn
 from tqdm import tqdm
@@ -57,96 +56,12 @@ from guard.classifier.sieve import (
 )
 from guard.training import data as data_mod
 from guard.training import noise
+from guard.training.cut import resplit, split
 from guard.training.data import Example
 from guard.training.fastgraph import fuse_file
 from guard.training.files import sha256
 from guard.training.model import HARM_OUTPUTS
 from guard.training.sieve import _targets, tune_clear_point, unlabelled_texts
-
-INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
-_HEADS = ["harm", "refusal"]
-
-
-def _layer_output(layer: int) -> str:
-    return f"/encoder/encoder/layer.{layer - 1}/output/LayerNorm/LayerNormalization_output_0"
-
-
-def _rename_in(model: onnx.ModelProto, old: str, new: str) -> None:
-    for node in model.graph.node:
-        node.input[:] = [new if name == old else name for name in node.input]
-        node.output[:] = [new if name == old else name for name in node.output]
-    for value in [*model.graph.input, *model.graph.output]:
-        if value.name == old:
-            value.name = new
-
-
-def _rename(path: Path, old: str, new: str) -> None:
-    model = onnx.load(str(path))
-    _rename_in(model, old, new)
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-
-
-# The boolean attention mask the layers share, expanded to [batch, 1, seq, seq] once.
-_BIAS = "/encoder/Expand_output_0"
-
-
-def split(fp32: Path, layer: int, work: Path) -> tuple[Path, Path]:
-    """fp32 front (inputs -> hidden, attention_bias) and tail (those, mask -> heads)."""
-    work.mkdir(parents=True, exist_ok=True)
-    front, tail = work / "front.fp32.onnx", work / "tail.fp32.onnx"
-    cut = _layer_output(layer)
-    extract_model(str(fp32), str(front), INPUTS, [cut, _BIAS])
-    extract_model(str(fp32), str(tail), [cut, _BIAS, "attention_mask"], _HEADS)
-    for path in (front, tail):
-        _rename(path, cut, "hidden")
-        _rename(path, _BIAS, "attention_bias")
-    return front, tail
-
-
-def resplit(front: Path, tail: Path, layer: int, work: Path) -> tuple[Path, Path]:
-    """Cut an int8 front and tail again after ``layer``, without the fp32 export.
-
-    Dynamic quantization works node by node, so joining the two int8 graphs and cutting
-    the result elsewhere computes exactly what the halves did (checked on the dev split
-    after installing, like :func:`split`).
-    """
-    work.mkdir(parents=True, exist_ok=True)
-    head, rest = onnx.load(str(front)), onnx.load(str(tail))
-    for part in (head, rest):  # free the name for the new cut
-        _rename_in(part, "hidden", "front_hidden")
-    graph = onnx.helper.make_graph(
-        [*head.graph.node, *rest.graph.node],
-        "joined",
-        list(head.graph.input),
-        list(rest.graph.output),
-        initializer=list(
-            {i.name: i for i in [*head.graph.initializer, *rest.graph.initializer]}.values()
-        ),
-        # Recorded shapes carry inference past fused attention nodes (contrib ops).
-        value_info=list(
-            {v.name: v for v in [*head.graph.value_info, *rest.graph.value_info]}.values()
-        ),
-    )
-    opsets: dict[str, int] = {}
-    for part in (head, rest):  # a fused half also imports com.microsoft (fastgraph)
-        for opset in part.opset_import:
-            opsets[opset.domain] = max(opsets.get(opset.domain, 0), opset.version)
-    joined = onnx.helper.make_model(
-        graph,
-        opset_imports=[onnx.helper.make_opsetid(d, v) for d, v in opsets.items()],
-        ir_version=head.ir_version,
-    )
-    whole = work / "joined.int8.onnx"
-    onnx.save(joined, str(whole))
-    new_front, new_tail = work / "front.int8.onnx", work / "tail.int8.onnx"
-    cut = _layer_output(layer)
-    extract_model(str(whole), str(new_front), INPUTS, [cut, "attention_bias"])
-    extract_model(str(whole), str(new_tail), [cut, "attention_bias", "attention_mask"], _HEADS)
-    for path in (new_front, new_tail):
-        _rename(path, cut, "hidden")
-    whole.unlink()
-    return new_front, new_tail
 
 
 class ExitHead(nn.Module):

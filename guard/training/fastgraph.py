@@ -96,7 +96,7 @@ def fuse_attention(model: onnx.ModelProto) -> onnx.ModelProto:
     del graph.initializer[:]
     graph.initializer.extend(kept)
     # Shapes stay recorded for what is left: onnx's shape inference cannot see through the
-    # contrib node, and cutting the graph again (early_exit.resplit) needs them.
+    # contrib node, and cutting the graph again (cut.resplit) needs them.
     known = [info for info in graph.value_info if info.name in needed]
     del graph.value_info[:]
     graph.value_info.extend(known)

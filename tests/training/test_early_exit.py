@@ -1,4 +1,4 @@
-"""guard.training.early_exit.resplit: the int8 halves cut again elsewhere compute the same."""
+"""guard.training.cut.resplit: the int8 halves cut again elsewhere compute the same."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from guard.classifier.labels import MODEL_FILE
 from guard.classifier.predictor import Predictor
 from guard.classifier.session import load_model
 from guard.classifier.sieve import TAIL_FILE
-from guard.training.early_exit import resplit
+from guard.training.cut import resplit
 
 from .probes import SHIPPED, TEXTS
 
