@@ -6,7 +6,8 @@
 Without ``--fp32`` the model folder must already be split (as shipped): its front and
 tail stay as they are and only the exit head is trained again, e.g. after the training
 data changed; or, given a ``--layer`` other than where it was cut, the two int8 halves
-are joined and cut again there (:func:`guard.training.cut.resplit`: the shipped v3's fp32 export is lost).
+are joined and cut again there (:func:`guard.training.cut.resplit`: the shipped v3's fp32
+export is lost).
 
 The transformer's fp32 export is cut in two at ``--layer``: ``guard.onnx`` (embeddings
 and the first layers; outputs ``hidden`` and the expanded ``attention_bias``) and
