@@ -367,13 +367,15 @@ def load(
     dev_fraction: float = DEV_FRACTION,
     holdout_kinds: frozenset[str] = frozenset(),
     drop_sources: frozenset[str] = frozenset(),
+    template_pairs: bool = False,
 ) -> tuple[list[Example], list[Example]]:
     """(train, dev) examples from ``data_dir/train`` and guard/training/data/.
 
     ``holdout_kinds`` leaves the written benign prompts of those kinds out of both splits,
     so a model trained without them can score them as unseen (:mod:`guard.training.crossfit`).
     ``drop_sources`` leaves every example of those sources out of both splits (and out of
-    the buried-request augmentation, which is drawn from what is left).
+    the buried-request augmentation, which is drawn from what is left).  With
+    ``template_pairs`` the jailbreak templates are replaced by :func:`paired_templates`.
     """
     train_dir = data_dir / "train"
     if not train_dir.is_dir():
@@ -388,6 +390,8 @@ def load(
             *replies(train_dir, rng),
         ]
     )
+    if template_pairs:
+        examples = paired_templates(examples, random.Random(seed + 1))  # noqa: S311 - reproducible sampling, not security
     if drop_sources:
         examples = [e for e in examples if e.source not in drop_sources]
     if holdout_kinds:
@@ -397,6 +401,33 @@ def load(
     train = [e for e in examples if not is_dev(e, dev_fraction)]
     dev = [e for e in examples if is_dev(e, dev_fraction)]
     return train + buried(train, rng), dev
+
+
+TEMPLATE_OPENING_CHARS = 300  # with a short request after it, inside one 128-token window
+_HARMFUL_REQUESTS = frozenset({"advbench_behaviors", "forbidden_questions"})
+_BENIGN_REQUESTS = frozenset({"self_instruct", "vicuna_bench", "oasst1"})
+
+
+def paired_templates(examples: list[Example], rng: random.Random) -> list[Example]:
+    """Each jailbreak template's opening twice: once before a harmful request (harmful, the
+    request's category) and once before a benign one (benign).
+
+    The in-the-wild templates are long role-play set-ups, mostly with no request of their
+    own; labelled harmful as they stand, they taught the model that a role-play set-up is
+    harm (MT-Bench's "Pretend yourself to be Elon Musk ..." turns were flagged; model card,
+    "v6").  Paired, the framing says nothing and the request decides.  The training reads a
+    text's first window, so only the opening is kept, cut at a word.
+    """
+    templates = [e for e in examples if e.source == "jailbreak_templates"]
+    harmful = [e for e in examples if e.source in _HARMFUL_REQUESTS and len(e.text) <= 200]
+    benign = [e for e in examples if e.source in _BENIGN_REQUESTS and len(e.text) <= 200]
+    pairs: list[Example] = []
+    for template in templates:
+        opening = template.text[:TEMPLATE_OPENING_CHARS].rsplit(" ", 1)[0]
+        request = rng.choice(harmful)
+        pairs.append(_harm(f"{opening}\n\n{request.text}", "template_harmful", request.category))
+        pairs.append(_benign(f"{opening}\n\n{rng.choice(benign).text}", "template_benign"))
+    return [e for e in examples if e.source != "jailbreak_templates"] + pairs
 
 
 def buried(train: list[Example], rng: random.Random, n: int = 700) -> list[Example]:

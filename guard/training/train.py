@@ -300,6 +300,11 @@ def main(argv: list[str] | None = None) -> int:
         help="leave out every example of this source (e.g. jailbreak_templates); repeatable",
     )
     parser.add_argument(
+        "--template-pairs",
+        action="store_true",
+        help="jailbreak templates as pairs: opening + harmful request / + benign request",
+    )
+    parser.add_argument(
         "--digit-noise",
         type=int,
         default=0,
@@ -325,7 +330,11 @@ def main(argv: list[str] | None = None) -> int:
         else frozenset()
     )
     train_examples, dev_examples = data_mod.load(
-        args.data, seed=args.seed, holdout_kinds=held, drop_sources=frozenset(args.drop_source)
+        args.data,
+        seed=args.seed,
+        holdout_kinds=held,
+        drop_sources=frozenset(args.drop_source),
+        template_pairs=args.template_pairs,
     )
     if args.limit:
         random.Random(args.seed).shuffle(train_examples)  # noqa: S311 - reproducible sampling, not security
