@@ -34,6 +34,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from guard.classifier.encoding import plain_quotes
 from guard.scoring import HAZARDS, Refusal
@@ -367,7 +368,7 @@ def load(
     dev_fraction: float = DEV_FRACTION,
     holdout_kinds: frozenset[str] = frozenset(),
     drop_sources: frozenset[str] = frozenset(),
-    template_pairs: bool = False,
+    template_pairs: Literal["", "replace", "add"] = "",
 ) -> tuple[list[Example], list[Example]]:
     """(train, dev) examples from ``data_dir/train`` and guard/training/data/.
 
@@ -375,7 +376,8 @@ def load(
     so a model trained without them can score them as unseen (:mod:`guard.training.crossfit`).
     ``drop_sources`` leaves every example of those sources out of both splits (and out of
     the buried-request augmentation, which is drawn from what is left).  With
-    ``template_pairs`` the jailbreak templates are replaced by :func:`paired_templates`.
+    ``template_pairs`` the jailbreak templates are replaced by (``"replace"``) or kept beside
+    (``"add"``) :func:`paired_templates`.
     """
     train_dir = data_dir / "train"
     if not train_dir.is_dir():
@@ -391,7 +393,11 @@ def load(
         ]
     )
     if template_pairs:
-        examples = paired_templates(examples, random.Random(seed + 1))  # noqa: S311 - reproducible sampling, not security
+        examples = paired_templates(
+            examples,
+            random.Random(seed + 1),  # noqa: S311 - reproducible sampling, not security
+            keep=template_pairs == "add",
+        )
     if drop_sources:
         examples = [e for e in examples if e.source not in drop_sources]
     if holdout_kinds:
@@ -408,7 +414,9 @@ _HARMFUL_REQUESTS = frozenset({"advbench_behaviors", "forbidden_questions"})
 _BENIGN_REQUESTS = frozenset({"self_instruct", "vicuna_bench", "oasst1"})
 
 
-def paired_templates(examples: list[Example], rng: random.Random) -> list[Example]:
+def paired_templates(
+    examples: list[Example], rng: random.Random, *, keep: bool = False
+) -> list[Example]:
     """Each jailbreak template's opening twice: once before a harmful request (harmful, the
     request's category) and once before a benign one (benign).
 
@@ -416,7 +424,8 @@ def paired_templates(examples: list[Example], rng: random.Random) -> list[Exampl
     own; labelled harmful as they stand, they taught the model that a role-play set-up is
     harm (MT-Bench's "Pretend yourself to be Elon Musk ..." turns were flagged; model card,
     "v6").  Paired, the framing says nothing and the request decides.  The training reads a
-    text's first window, so only the opening is kept, cut at a word.
+    text's first window, so only the opening is kept, cut at a word.  With ``keep`` the
+    templates themselves stay too (harmful as labelled).
     """
     templates = [e for e in examples if e.source == "jailbreak_templates"]
     harmful = [e for e in examples if e.source in _HARMFUL_REQUESTS and len(e.text) <= 200]
@@ -427,7 +436,8 @@ def paired_templates(examples: list[Example], rng: random.Random) -> list[Exampl
         request = rng.choice(harmful)
         pairs.append(_harm(f"{opening}\n\n{request.text}", "template_harmful", request.category))
         pairs.append(_benign(f"{opening}\n\n{rng.choice(benign).text}", "template_benign"))
-    return [e for e in examples if e.source != "jailbreak_templates"] + pairs
+    kept = examples if keep else [e for e in examples if e.source != "jailbreak_templates"]
+    return kept + pairs
 
 
 def buried(train: list[Example], rng: random.Random, n: int = 700) -> list[Example]:

@@ -301,8 +301,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--template-pairs",
-        action="store_true",
-        help="jailbreak templates as pairs: opening + harmful request / + benign request",
+        nargs="?",
+        const="replace",
+        default="",
+        choices=["replace", "add"],
+        help="jailbreak templates' openings paired with a harmful and a benign request, "
+        "in place of the templates (replace, the default) or beside them (add)",
     )
     parser.add_argument(
         "--digit-noise",

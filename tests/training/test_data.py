@@ -62,3 +62,6 @@ def test_paired_templates_keep_the_opening_and_let_the_request_decide() -> None:
     assert harmful.harmful and harmful.category == "non_violent_crimes"
     assert harmful.text.endswith("break into a house.")
     assert benign.harmful is False and benign.text.endswith("in French?")
+    kept = data.paired_templates(examples, random.Random(0), keep=True)
+    assert [e for e in kept if e.source == "jailbreak_templates"] == examples[:1]
+    assert len(kept) == len(paired) + 1
