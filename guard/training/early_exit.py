@@ -257,8 +257,9 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copyfile(cut[1], tail_int8)
     # Halves kept as they are stay so (the shipped front is unfused on purpose: see the
     # model card); the head must learn the states it will be served.
-    for half in () if kept else (front_int8, tail_int8):  # no-op for halves fused already
-        fuse_file(half)
+    if not kept:
+        for half in (front_int8, tail_int8):  # no-op for halves fused already
+            fuse_file(half)
     front = ort.InferenceSession(
         str(front_int8), session_options(args.threads), providers=["CPUExecutionProvider"]
     )

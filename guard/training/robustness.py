@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -78,10 +78,9 @@ class ModelResult:
 
 def probe(model_dir: Path, texts: list[str], harmful: np.ndarray, threads: int) -> ModelResult:
     """:class:`ModelResult` for the model in ``model_dir`` on ``texts``."""
-    cascade = Predictor(
-        load_model(model_dir, intra_op_threads=threads, sieve=True, early_exit=True)
-    )
-    alone = Predictor(load_model(model_dir, intra_op_threads=threads))
+    model = load_model(model_dir, intra_op_threads=threads, sieve=True, early_exit=True)
+    cascade = Predictor(model)
+    alone = Predictor(replace(model, sieve=None, exit=None))  # same sessions, no cheap stages
     flag = cascade.model.labels.thresholds.flag
     rows, clean_caught = [], np.zeros(len(texts), bool)
     for addition in tqdm(ADDITIONS, desc=model_dir.name or str(model_dir)):

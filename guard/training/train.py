@@ -361,9 +361,10 @@ def main(argv: list[str] | None = None) -> int:
     prompts = [e for e in encoded if e.prompt]
     for count, fillers in ((args.digit_noise, False), (args.filler_noise, True)):
         # After the teacher: a noisy copy keeps its clean window's label and logits.
-        chosen = random.Random(args.seed + fillers).choices(prompts, k=count)  # noqa: S311 - reproducible sampling, not security
-        noisy = noise.noisy_windows([e.window for e in chosen], encoder, args.seed, fillers=fillers)
-        encoded += [replace(e, window=w) for e, w in zip(chosen, noisy, strict=True)]
+        picks, noisy = noise.noisy_sample(
+            [e.window for e in prompts], encoder, count, args.seed, fillers=fillers
+        )
+        encoded += [replace(prompts[i], window=w) for i, w in zip(picks, noisy, strict=True)]
     model = train_model(args, encoder, encoded)
 
     args.work.mkdir(parents=True, exist_ok=True)
