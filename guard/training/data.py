@@ -52,7 +52,9 @@ TOMGIBBS_TURNS = 300
 
 # Dev-split sources whose benign prompts are *hard* (look harmful or are real chat turns);
 # the flag threshold is tuned on their false-positive rate (thresholds.tune_thresholds).
-HARD_BENIGN_SOURCES = frozenset({"repo_benign", "purplellama_frr", "tomgibbs", "mtbench101"})
+HARD_BENIGN_SOURCES = frozenset(
+    {"repo_benign", "repo_persona", "purplellama_frr", "tomgibbs", "mtbench101"}
+)
 
 csv.field_size_limit(10_000_000)
 
@@ -82,6 +84,8 @@ REPO_FILES = (
     "contrast_harmful.jsonl",
     "contrast_benign.jsonl",
     "replies_varied.jsonl",
+    "personas_benign.jsonl",
+    "personas_harmful.jsonl",
 )
 
 
@@ -320,12 +324,15 @@ def replies(train: Path, rng: random.Random) -> Iterator[Example]:
             )
 
 
+_REPEATED_SOURCES = frozenset({"repo_benign", "repo_contrast_harmful", "repo_persona"})
+
+
 def _dedup(examples: Iterable[Example]) -> list[Example]:
     seen: set[tuple[str, str | None]] = set()
     kept: list[Example] = []
     for example in examples:
         key = (example.text, example.pair)
-        repeated_on_purpose = example.source in ("repo_benign", "repo_contrast_harmful")
+        repeated_on_purpose = example.source in _REPEATED_SOURCES
         if not example.text or (key in seen and not repeated_on_purpose):
             continue
         seen.add(key)
@@ -369,6 +376,7 @@ def load(
     holdout_kinds: frozenset[str] = frozenset(),
     drop_sources: frozenset[str] = frozenset(),
     template_pairs: Literal["", "replace", "add"] = "",
+    personas: bool = False,
 ) -> tuple[list[Example], list[Example]]:
     """(train, dev) examples from ``data_dir/train`` and guard/training/data/.
 
@@ -377,7 +385,7 @@ def load(
     ``drop_sources`` leaves every example of those sources out of both splits (and out of
     the buried-request augmentation, which is drawn from what is left).  With
     ``template_pairs`` the jailbreak templates are replaced by (``"replace"``) or kept beside
-    (``"add"``) :func:`paired_templates`.
+    (``"add"``) :func:`paired_templates`.  ``personas`` adds :func:`persona_prompts`.
     """
     train_dir = data_dir / "train"
     if not train_dir.is_dir():
@@ -390,6 +398,7 @@ def load(
             *harmful_prompts(train_dir, rng),
             *benign_prompts(train_dir, rng),
             *replies(train_dir, rng),
+            *(persona_prompts() if personas else ()),
         ]
     )
     if template_pairs:
@@ -407,6 +416,17 @@ def load(
     train = [e for e in examples if not is_dev(e, dev_fraction)]
     dev = [e for e in examples if is_dev(e, dev_fraction)]
     return train + buried(train, rng), dev
+
+
+def persona_prompts() -> Iterator[Example]:
+    """The repo's role-play and instruction-heavy prompts (:mod:`guard.training.personas`):
+    benign ones twice, as the other written benign prompts, harmful ones once."""
+    benign = [str(row["text"]) for row in _repo("personas_benign.jsonl")]
+    for _ in range(2):
+        for text in benign:
+            yield _benign(text, "repo_persona")
+    for row in _repo("personas_harmful.jsonl"):
+        yield _harm(str(row["text"]), "repo_persona_harmful", str(row["category"]))
 
 
 TEMPLATE_OPENING_CHARS = 300  # with a short request after it, inside one 128-token window

@@ -518,6 +518,14 @@ def main() -> None:
         f"contrast_harmful={len(contrast_harmful)} contrast_benign={len(contrast_benign)} "
         f"replies_varied={len(varied)}"
     )
+    # Third generation (v9): role-play and instruction-heavy prompts, own generators again.
+    from guard.training import personas
+
+    persona_benign = personas.benign_rows(random.Random(SEED + 4))  # noqa: S311
+    persona_harmful = personas.harmful_rows(random.Random(SEED + 5), contrast_harmful)  # noqa: S311
+    _write(DATA_DIR / "personas_benign.jsonl", [{"text": text} for text in persona_benign])
+    _write(DATA_DIR / "personas_harmful.jsonl", persona_harmful)
+    print(f"personas_benign={len(persona_benign)} personas_harmful={len(persona_harmful)}")
 
 
 if __name__ == "__main__":

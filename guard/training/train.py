@@ -309,6 +309,12 @@ def main(argv: list[str] | None = None) -> int:
         "in place of the templates (replace, the default) or beside them (add)",
     )
     parser.add_argument(
+        "--personas",
+        action="store_true",
+        help="add the repo's role-play and instruction-heavy prompts, benign and harmful "
+        "(guard/training/personas.py)",
+    )
+    parser.add_argument(
         "--digit-noise",
         type=int,
         default=0,
@@ -339,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         holdout_kinds=held,
         drop_sources=frozenset(args.drop_source),
         template_pairs=args.template_pairs,
+        personas=args.personas,
     )
     if args.limit:
         random.Random(args.seed).shuffle(train_examples)  # noqa: S311 - reproducible sampling, not security
