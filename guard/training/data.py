@@ -376,7 +376,7 @@ def load(
     holdout_kinds: frozenset[str] = frozenset(),
     drop_sources: frozenset[str] = frozenset(),
     template_pairs: Literal["", "replace", "add"] = "",
-    personas: bool = False,
+    personas: Literal["", "benign", "both"] = "",
 ) -> tuple[list[Example], list[Example]]:
     """(train, dev) examples from ``data_dir/train`` and guard/training/data/.
 
@@ -385,7 +385,8 @@ def load(
     ``drop_sources`` leaves every example of those sources out of both splits (and out of
     the buried-request augmentation, which is drawn from what is left).  With
     ``template_pairs`` the jailbreak templates are replaced by (``"replace"``) or kept beside
-    (``"add"``) :func:`paired_templates`.  ``personas`` adds :func:`persona_prompts`.
+    (``"add"``) :func:`paired_templates`.  ``personas`` adds :func:`persona_prompts`
+    (``"benign"``: the benign half only).
     """
     train_dir = data_dir / "train"
     if not train_dir.is_dir():
@@ -398,7 +399,7 @@ def load(
             *harmful_prompts(train_dir, rng),
             *benign_prompts(train_dir, rng),
             *replies(train_dir, rng),
-            *(persona_prompts() if personas else ()),
+            *(persona_prompts(harmful=personas == "both") if personas else ()),
         ]
     )
     if template_pairs:
@@ -418,14 +419,14 @@ def load(
     return train + buried(train, rng), dev
 
 
-def persona_prompts() -> Iterator[Example]:
+def persona_prompts(*, harmful: bool = True) -> Iterator[Example]:
     """The repo's role-play and instruction-heavy prompts (:mod:`guard.training.personas`):
-    benign ones twice, as the other written benign prompts, harmful ones once."""
+    benign ones twice, as the other written benign prompts, harmful ones once (if asked)."""
     benign = [str(row["text"]) for row in _repo("personas_benign.jsonl")]
     for _ in range(2):
         for text in benign:
             yield _benign(text, "repo_persona")
-    for row in _repo("personas_harmful.jsonl"):
+    for row in _repo("personas_harmful.jsonl") if harmful else ():
         yield _harm(str(row["text"]), "repo_persona_harmful", str(row["category"]))
 
 

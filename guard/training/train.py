@@ -310,9 +310,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--personas",
-        action="store_true",
-        help="add the repo's role-play and instruction-heavy prompts, benign and harmful "
-        "(guard/training/personas.py)",
+        nargs="?",
+        const="both",
+        default="",
+        choices=["both", "benign"],
+        help="add the repo's role-play and instruction-heavy prompts "
+        "(guard/training/personas.py): benign and harmful (both, the default) or benign only",
     )
     parser.add_argument(
         "--digit-noise",

@@ -56,7 +56,10 @@ def test_personas_are_opt_in_and_count_as_hard_benign(
     monkeypatch.setattr(data, "replies", lambda train, rng: iter([]))
     without = data.load(tmp_path)
     assert not any(e.source.startswith("repo_persona") for e in without[0] + without[1])
-    train, dev = data.load(tmp_path, personas=True)
+    benign_only = data.load(tmp_path, personas="benign")
+    sources = {e.source for e in benign_only[0] + benign_only[1]}
+    assert "repo_persona" in sources and "repo_persona_harmful" not in sources
+    train, dev = data.load(tmp_path, personas="both")
     everything = [e for e in train + dev if e.source not in ("buried_harmful", "benign_pair")]
     benign = [e for e in everything if e.source == "repo_persona"]
     harmful = [e for e in everything if e.source == "repo_persona_harmful"]
