@@ -1,12 +1,19 @@
-"""The cost-aware threshold rule: flag and block points from the dev split of train/.
+"""Threshold rules: where a model's flag and block points go.
 
-Used by ``train`` after training and by ``retune`` on a shipped model; the rule itself is
-documented on :func:`tune_thresholds` and in the model card.
+Rule 1, :func:`tune_thresholds` (used by ``train`` after training and by ``retune``): the
+cost-aware points from the dev split of train/.  Rule 2, :func:`matched_thresholds` (``retune
+--match REFERENCE``): the points at which a new model raises as many alerts on a fixed pool
+of red-team style chat (:func:`alert_pool`) as the reference model does at its own points.
+Both are documented in the model card.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -96,3 +103,71 @@ def tune_thresholds(
         truth = np.array([REFUSAL_CLASSES.index(e.refusal or "none") for e in replies])
         stats["dev_refusal_accuracy"] = round(float((predicted_class == truth).mean()), 4)
     return round(flag, 3), round(block, 3), stats
+
+
+ALERT_POOL = 4000  # hh-rlhf first user turns in the alert-rate pool
+ALERT_POOL_SEED = 0
+
+
+def alert_pool(train_dir: Path, size: int = ALERT_POOL, seed: int = ALERT_POOL_SEED) -> list[str]:
+    """A fixed sample of hh-rlhf harmless-base first user turns (train/): red-team style
+    chat, mostly informal, that no training run labels for harm."""
+    path = train_dir / "hh_rlhf_harmless_base/hh_rlhf_harmless_base.norm.jsonl"
+    texts: set[str] = set()
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            messages = json.loads(line)["messages"]
+            if messages and messages[0]["role"] == "user" and str(messages[0]["content"]).strip():
+                texts.add(str(messages[0]["content"]))
+    ordered = sorted(texts)
+    return random.Random(seed).sample(ordered, min(size, len(ordered)))  # noqa: S311
+
+
+@dataclass(frozen=True, slots=True)
+class MatchedThresholds:
+    """Rule 2's points and the alert rates they were matched to (shares of the pool)."""
+
+    flag: float
+    block: float
+    pool: int
+    reference_flag_rate: float
+    reference_block_rate: float
+    flag_rate: float
+    block_rate: float
+
+
+def _threshold_for_rate(risk: np.ndarray, rate: float) -> float:
+    """A threshold at which the share of ``risk`` at or above it is ``rate`` (to a text)."""
+    ranked = np.sort(risk)[::-1]
+    count = round(rate * len(ranked))
+    if count <= 0:
+        return float(min(0.999, ranked[0] + 1e-4))
+    if count >= len(ranked):
+        return float(ranked[-1])
+    # Halfway between the last text inside and the first one outside.
+    return float((ranked[count - 1] + ranked[count]) / 2)
+
+
+def matched_thresholds(
+    candidate: Predictor, reference: Predictor, pool: list[str]
+) -> MatchedThresholds:
+    """Rule 2: flag and block where ``candidate`` flags and blocks the same share of
+    ``pool`` as ``reference`` does at its own points, so a replacement model raises as many
+    alerts on red-team style chat as the model it replaces (block stays above flag)."""
+    ref_risk = reference.harm_probabilities(pool)[:, 0]
+    new_risk = candidate.harm_probabilities(pool)[:, 0]
+    points = reference.model.labels.thresholds
+    flag_rate = float((ref_risk >= points.flag).mean())
+    block_rate = float((ref_risk >= points.block).mean())
+    flag = _threshold_for_rate(new_risk, flag_rate)
+    block = max(flag + 1e-3, _threshold_for_rate(new_risk, block_rate))
+    flag, block = round(flag, 4), round(min(0.999, block), 4)
+    return MatchedThresholds(
+        flag=flag,
+        block=block,
+        pool=len(pool),
+        reference_flag_rate=round(flag_rate, 4),
+        reference_block_rate=round(block_rate, 4),
+        flag_rate=round(float((new_risk >= flag).mean()), 4),
+        block_rate=round(float((new_risk >= block).mean()), 4),
+    )

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
 pytest.importorskip("torch")
 
 from guard.training.data import Example
-from guard.training.thresholds import tune_thresholds
+from guard.training.thresholds import alert_pool, matched_thresholds, tune_thresholds
 
 
 class FixedRisk:
@@ -66,3 +70,47 @@ def test_block_keeps_all_benign_false_positives_at_most_one_percent() -> None:
     assert stats["dev_fpr_at_block"] <= 0.01
     assert stats["dev_recall_at_block"] == 1.0
     assert block < 0.95
+
+
+class PointedRisk(FixedRisk):
+    """A fixed-risk stand-in that also carries flag and block points, as a loaded model does."""
+
+    def __init__(self, risk: dict[str, float], flag: float, block: float) -> None:
+        super().__init__(risk)
+        thresholds = SimpleNamespace(flag=flag, block=block)
+        self.model = SimpleNamespace(labels=SimpleNamespace(thresholds=thresholds))
+
+
+def test_matched_points_raise_as_many_alerts_as_the_reference() -> None:
+    pool = [f"t{i}" for i in range(100)]
+    # The reference flags 20 of the pool and blocks 5; the candidate scores on its own scale.
+    reference = PointedRisk({t: i / 100 for i, t in enumerate(pool)}, flag=0.795, block=0.945)
+    candidate = PointedRisk({t: (i / 100) ** 3 for i, t in enumerate(pool)}, 0.5, 0.9)
+    matched = matched_thresholds(candidate, reference, pool)  # type: ignore[arg-type]
+    assert (matched.reference_flag_rate, matched.reference_block_rate) == (0.2, 0.05)
+    assert (matched.flag_rate, matched.block_rate) == (0.2, 0.05)
+    assert 0.79**3 < matched.flag < 0.80**3 and 0.94**3 < matched.block < 0.95**3
+
+
+def test_matched_block_stays_above_flag_when_the_rates_meet() -> None:
+    pool = [f"t{i}" for i in range(10)]
+    reference = PointedRisk({t: 0.99 for t in pool}, flag=0.5, block=0.9)  # flags = blocks
+    candidate = PointedRisk({t: i / 10 for i, t in enumerate(pool)}, 0.5, 0.9)
+    matched = matched_thresholds(candidate, reference, pool)  # type: ignore[arg-type]
+    assert matched.block > matched.flag
+
+
+def test_the_alert_pool_is_a_fixed_sample_of_first_user_turns(tmp_path: Path) -> None:
+    folder = tmp_path / "hh_rlhf_harmless_base"
+    folder.mkdir()
+    rows = [
+        {"messages": [{"role": "user", "content": f"question {i}"},
+                      {"role": "assistant", "content": "answer"}]}
+        for i in range(50)
+    ] + [{"messages": [{"role": "assistant", "content": "no user turn"}]}]  # fmt: skip
+    (folder / "hh_rlhf_harmless_base.norm.jsonl").write_text(
+        "\n".join(json.dumps(row) for row in rows) + "\n", encoding="utf-8"
+    )
+    pool = alert_pool(tmp_path, size=20)
+    assert len(pool) == len(set(pool)) == 20 and pool == alert_pool(tmp_path, size=20)
+    assert all(text.startswith("question ") for text in pool)
