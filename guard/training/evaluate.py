@@ -102,6 +102,23 @@ class Binary:
         }
 
 
+def roc_auc(truth: np.ndarray, score: np.ndarray) -> float | None:
+    """Threshold-free ranking quality: the chance that a random harmful text scores above a
+    random benign one (ties count half; Mann-Whitney); None unless both classes are present.
+    Compares models whose thresholds sit at different points of their scales."""
+    truth = truth.astype(bool)
+    positives, negatives = int(truth.sum()), int((~truth).sum())
+    if not positives or not negatives:
+        return None
+    order = np.argsort(score, kind="mergesort")
+    _, inverse, counts = np.unique(score[order], return_inverse=True, return_counts=True)
+    average_rank = np.cumsum(counts) - (counts - 1) / 2  # 1-based, ties share their mean
+    ranks = np.empty(len(score))
+    ranks[order] = average_rank[inverse]
+    above = ranks[truth].sum() - positives * (positives + 1) / 2
+    return round(float(above / (positives * negatives)), 4)
+
+
 def _csv(path: Path) -> list[dict[str, str]]:
     with path.open(encoding="utf-8", newline="") as handle:
         return list(csv.DictReader(handle))
@@ -163,6 +180,7 @@ def evaluate_prompts(
         results[name] = {
             "at_flag": at_flag,
             "at_block": at_block,
+            "auc": roc_auc(truth, risk),
             "seconds": round(time.perf_counter() - started, 1),
         }
     return results
@@ -328,14 +346,15 @@ def markdown(results: dict[str, object]) -> str:
     prompts = results["prompts"]
     assert isinstance(prompts, dict)
     lines = [
-        "| prompt set | n | F1 @flag | recall @flag | FPR @flag | F1 @block | FPR @block |",
-        "|---|---|---|---|---|---|---|",
+        "| prompt set | n | F1 @flag | recall @flag | FPR @flag | F1 @block | FPR @block | AUC |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, value in prompts.items():
         f, b = value["at_flag"], value["at_block"]
+        auc = value.get("auc")
         lines.append(
             f"| {name} | {f['n']} | {f['f1']:.3f} | {f['recall']:.3f} | {f['fpr']:.3f} "
-            f"| {b['f1']:.3f} | {b['fpr']:.3f} |"
+            f"| {b['f1']:.3f} | {b['fpr']:.3f} | {'-' if auc is None else f'{auc:.3f}'} |"
         )
     replies = results["replies"]
     assert isinstance(replies, dict)

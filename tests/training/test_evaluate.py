@@ -1,4 +1,4 @@
-"""The category measure of guard.training.evaluate, on tiny stand-in eval files."""
+"""guard.training.evaluate's measures: categories on tiny stand-in eval files, and ROC AUC."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from guard.scoring import HAZARDS
-from guard.training.evaluate import category_sets, evaluate_categories
+from guard.training.evaluate import category_sets, evaluate_categories, roc_auc
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
@@ -79,3 +79,12 @@ def test_categories_are_graded_only_where_the_label_names_one_hazard(tmp_path: P
             }
         },
     }
+
+
+def test_roc_auc_counts_pairs_ranked_right_and_ties_as_half() -> None:
+    truth = np.array([True, True, False, False])
+    assert roc_auc(truth, np.array([0.9, 0.8, 0.1, 0.2])) == 1.0
+    assert roc_auc(truth, np.array([0.1, 0.2, 0.9, 0.8])) == 0.0
+    # One harmful text ties one benign text, the rest ranked right: 3.5 of 4 pairs.
+    assert roc_auc(truth, np.array([0.9, 0.5, 0.5, 0.1])) == 0.875
+    assert roc_auc(np.array([True, True]), np.array([0.3, 0.4])) is None  # one class only
