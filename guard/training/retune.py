@@ -2,13 +2,17 @@
 
     python3 -m guard.training.retune --data /work/shared/datasets --model runs/v3 [--write]
     python3 -m guard.training.retune --data /work/shared/datasets --model V11 --match models/
+    python3 -m guard.training.retune --data /work/shared/datasets --model V12 --keep-recall models/
 
 Rule 1 (the default) loads the model dir's ONNX model, rebuilds the dev split exactly as
 training does (``data.load`` with the same seed) and runs
 :func:`guard.training.thresholds.tune_thresholds`.  Rule 2 (``--match REFERENCE``) places
 the points where the model flags and blocks as much of the alert pool
 (:func:`guard.training.thresholds.alert_pool`) as the reference model does at its own
-points (the transformers alone, no cheap stages).  Prints the old and new thresholds and
+points (the transformers alone, no cheap stages).  Rule 3 (``--keep-recall REFERENCE``)
+places them as high as they go while the model still catches the share of the dev split's
+harmful prompts (``--exclude-source`` leaves out sources the model was trained without) that
+the reference catches at its own points.  Prints the old and new thresholds and
 figures; ``--write`` stores them in the model dir's labels.json (the model file and its
 sha256 are untouched).
 """
@@ -23,7 +27,12 @@ from guard.classifier.labels import LABELS_FILE
 from guard.classifier.predictor import Predictor
 from guard.classifier.session import load_model
 from guard.training import data as data_mod
-from guard.training.thresholds import alert_pool, matched_thresholds, tune_thresholds
+from guard.training.thresholds import (
+    alert_pool,
+    matched_thresholds,
+    recall_kept_thresholds,
+    tune_thresholds,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,9 +49,26 @@ def main(argv: list[str] | None = None) -> int:
         metavar="REFERENCE",
         help="rule 2: match this model dir's alert rates on the alert pool",
     )
+    parser.add_argument(
+        "--keep-recall",
+        type=Path,
+        default=None,
+        metavar="REFERENCE",
+        help="rule 3: keep this model dir's recall on the dev split's harmful prompts",
+    )
+    parser.add_argument(
+        "--exclude-source",
+        action="append",
+        default=[],
+        help="with --keep-recall: leave this source's dev prompts out (repeatable)",
+    )
     args = parser.parse_args(argv)
+    if args.match is not None and args.keep_recall is not None:
+        parser.error("--match and --keep-recall are two rules; give one")
     if args.match is not None:
         flag, block, stats = _matched(args)
+    elif args.keep_recall is not None:
+        flag, block, stats = _recall_kept(args)
     else:
         _, dev = data_mod.load(args.data, seed=args.seed)
         predictor = Predictor(load_model(args.model, intra_op_threads=args.threads))
@@ -59,14 +85,33 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _matched(args: argparse.Namespace) -> tuple[float, float, dict[str, float]]:
-    def transformer(model_dir: Path) -> Predictor:
-        model = load_model(model_dir, intra_op_threads=args.threads, sieve=False, early_exit=False)
-        return Predictor(model)
+def _transformer(model_dir: Path, threads: int) -> Predictor:
+    """The model dir's transformer alone (no cheap stages): what thresholds apply to."""
+    return Predictor(load_model(model_dir, intra_op_threads=threads, sieve=False, early_exit=False))
 
-    reference = transformer(args.match)
+
+def _recall_kept(args: argparse.Namespace) -> tuple[float, float, dict[str, float]]:
+    _, dev = data_mod.load(args.data, seed=args.seed)
+    excluded = set(args.exclude_source)
+    harmful = [e.text for e in dev if e.harmful and not e.is_reply and e.source not in excluded]
+    reference = _transformer(args.keep_recall, args.threads)
+    kept = recall_kept_thresholds(_transformer(args.model, args.threads), reference, harmful)
+    stats = {
+        "rule": 3.0,  # 3: the reference's dev recall kept, points as high as they go
+        "dev_harmful": float(kept.harmful),
+        "dev_reference_flag_recall": kept.reference_flag_recall,
+        "dev_reference_block_recall": kept.reference_block_recall,
+        "dev_recall_at_flag": kept.flag_recall,
+        "dev_recall_at_block": kept.block_recall,
+    }
+    print(json.dumps({"reference": reference.model.labels.model_version}))
+    return kept.flag, kept.block, stats
+
+
+def _matched(args: argparse.Namespace) -> tuple[float, float, dict[str, float]]:
+    reference = _transformer(args.match, args.threads)
     matched = matched_thresholds(
-        transformer(args.model), reference, alert_pool(args.data / "train")
+        _transformer(args.model, args.threads), reference, alert_pool(args.data / "train")
     )
     stats = {
         "rule": 2.0,  # 2: alert rates on the alert pool matched to the reference model's

@@ -4,7 +4,10 @@ Rule 1, :func:`tune_thresholds` (used by ``train`` after training and by ``retun
 cost-aware points from the dev split of train/.  Rule 2, :func:`matched_thresholds` (``retune
 --match REFERENCE``): the points at which a new model raises as many alerts on a fixed pool
 of red-team style chat (:func:`alert_pool`) as the reference model does at its own points.
-Both are documented in the model card.
+Rule 3, :func:`recall_kept_thresholds` (``retune --keep-recall REFERENCE``): the highest
+points at which a new model still catches as much of the dev split's harmful prompts as the
+reference does at its own, so it can only gain by flagging less.  All are documented in the
+model card.
 """
 
 from __future__ import annotations
@@ -170,4 +173,50 @@ def matched_thresholds(
         reference_block_rate=round(block_rate, 4),
         flag_rate=round(float((new_risk >= flag).mean()), 4),
         block_rate=round(float((new_risk >= block).mean()), 4),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class KeptRecallThresholds:
+    """Rule 3's points and the dev recalls they keep."""
+
+    flag: float
+    block: float
+    harmful: int
+    reference_flag_recall: float
+    reference_block_recall: float
+    flag_recall: float
+    block_recall: float
+
+
+def _threshold_keeping(risk: np.ndarray, recall: float) -> float:
+    """The highest threshold at which at least ``recall`` of ``risk`` is at or above it."""
+    ranked = np.sort(risk)[::-1]
+    count = max(1, math.ceil(recall * len(ranked) - 1e-9))
+    return float(ranked[min(count, len(ranked)) - 1])
+
+
+def recall_kept_thresholds(
+    candidate: Predictor, reference: Predictor, harmful: list[str]
+) -> KeptRecallThresholds:
+    """Rule 3: flag and block as high as ``candidate`` can put them while catching at least
+    the share of ``harmful`` (the dev split's harmful prompts) that ``reference`` catches at
+    its own points; block stays above flag."""
+    ref_risk = reference.harm_probabilities(harmful)[:, 0]
+    new_risk = candidate.harm_probabilities(harmful)[:, 0]
+    points = reference.model.labels.thresholds
+    flag_recall = float((ref_risk >= points.flag).mean())
+    block_recall = float((ref_risk >= points.block).mean())
+    flag = _threshold_keeping(new_risk, flag_recall)
+    block = max(flag + 1e-4, _threshold_keeping(new_risk, block_recall))
+    # Rounded down, so that rounding never costs a catch.
+    flag, block = math.floor(flag * 1e4) / 1e4, math.floor(min(0.999, block) * 1e4) / 1e4
+    return KeptRecallThresholds(
+        flag=flag,
+        block=block,
+        harmful=len(harmful),
+        reference_flag_recall=round(flag_recall, 4),
+        reference_block_recall=round(block_recall, 4),
+        flag_recall=round(float((new_risk >= flag).mean()), 4),
+        block_recall=round(float((new_risk >= block).mean()), 4),
     )

@@ -12,7 +12,12 @@ import pytest
 pytest.importorskip("torch")
 
 from guard.training.data import Example
-from guard.training.thresholds import alert_pool, matched_thresholds, tune_thresholds
+from guard.training.thresholds import (
+    alert_pool,
+    matched_thresholds,
+    recall_kept_thresholds,
+    tune_thresholds,
+)
 
 
 class FixedRisk:
@@ -114,3 +119,15 @@ def test_the_alert_pool_is_a_fixed_sample_of_first_user_turns(tmp_path: Path) ->
     pool = alert_pool(tmp_path, size=20)
     assert len(pool) == len(set(pool)) == 20 and pool == alert_pool(tmp_path, size=20)
     assert all(text.startswith("question ") for text in pool)
+
+
+def test_kept_recall_points_catch_what_the_reference_catches_and_no_less() -> None:
+    harmful = [f"h{i}" for i in range(10)]
+    # The reference catches 8 of 10 at flag and 5 at block; the candidate ranks them its own way.
+    reference = PointedRisk({t: i / 10 for i, t in enumerate(harmful)}, flag=0.2, block=0.5)
+    candidate = PointedRisk({t: 0.5 + i / 20 for i, t in enumerate(harmful)}, 0.1, 0.2)
+    kept = recall_kept_thresholds(candidate, reference, harmful)  # type: ignore[arg-type]
+    assert (kept.reference_flag_recall, kept.reference_block_recall) == (0.8, 0.5)
+    assert (kept.flag_recall, kept.block_recall) == (0.8, 0.5)
+    # As high as they go: the 8th and 5th highest candidate risks, rounded down.
+    assert kept.flag == 0.6 and kept.block == 0.75
