@@ -426,8 +426,9 @@ def persona_prompts(*, harmful: bool = True) -> Iterator[Example]:
     for _ in range(2):
         for text in benign:
             yield _benign(text, "repo_persona")
-    for row in _repo("personas_harmful.jsonl") if harmful else ():
-        yield _harm(str(row["text"]), "repo_persona_harmful", str(row["category"]))
+    if harmful:
+        for row in _repo("personas_harmful.jsonl"):
+            yield _harm(str(row["text"]), "repo_persona_harmful", str(row["category"]))
 
 
 TEMPLATE_OPENING_CHARS = 300  # with a short request after it, inside one 128-token window

@@ -28,6 +28,7 @@ from guard.classifier.predictor import Predictor
 from guard.classifier.session import load_model
 from guard.training import data as data_mod
 from guard.training.thresholds import (
+    SharedThresholds,
     alert_pool,
     matched_thresholds,
     recall_kept_thresholds,
@@ -42,14 +43,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--write", action="store_true", help="store the result in labels.json")
-    parser.add_argument(
+    rules = parser.add_mutually_exclusive_group()
+    rules.add_argument(
         "--match",
         type=Path,
         default=None,
         metavar="REFERENCE",
         help="rule 2: match this model dir's alert rates on the alert pool",
     )
-    parser.add_argument(
+    rules.add_argument(
         "--keep-recall",
         type=Path,
         default=None,
@@ -63,8 +65,6 @@ def main(argv: list[str] | None = None) -> int:
         help="with --keep-recall: leave this source's dev prompts out (repeatable)",
     )
     args = parser.parse_args(argv)
-    if args.match is not None and args.keep_recall is not None:
-        parser.error("--match and --keep-recall are two rules; give one")
     if args.match is not None:
         flag, block, stats = _matched(args)
     elif args.keep_recall is not None:
@@ -90,39 +90,38 @@ def _transformer(model_dir: Path, threads: int) -> Predictor:
     return Predictor(load_model(model_dir, intra_op_threads=threads, sieve=False, early_exit=False))
 
 
+def _shared(
+    rule: float, prefix: str, result: SharedThresholds, reference: Predictor
+) -> tuple[float, float, dict[str, float]]:
+    """Rule 2's or 3's points and the figures labels.json records of them."""
+    print(json.dumps({"reference": reference.model.labels.model_version}))
+    stats = {
+        "rule": rule,
+        f"{prefix}_texts": float(result.texts),
+        f"{prefix}_reference_flag_share": result.reference_flag_share,
+        f"{prefix}_reference_block_share": result.reference_block_share,
+        f"{prefix}_flag_share": result.flag_share,
+        f"{prefix}_block_share": result.block_share,
+    }
+    return result.flag, result.block, stats
+
+
 def _recall_kept(args: argparse.Namespace) -> tuple[float, float, dict[str, float]]:
+    """Rule 3: shares are recalls on the dev split's harmful prompts."""
     _, dev = data_mod.load(args.data, seed=args.seed)
     excluded = set(args.exclude_source)
     harmful = [e.text for e in dev if e.harmful and not e.is_reply and e.source not in excluded]
     reference = _transformer(args.keep_recall, args.threads)
     kept = recall_kept_thresholds(_transformer(args.model, args.threads), reference, harmful)
-    stats = {
-        "rule": 3.0,  # 3: the reference's dev recall kept, points as high as they go
-        "dev_harmful": float(kept.harmful),
-        "dev_reference_flag_recall": kept.reference_flag_recall,
-        "dev_reference_block_recall": kept.reference_block_recall,
-        "dev_recall_at_flag": kept.flag_recall,
-        "dev_recall_at_block": kept.block_recall,
-    }
-    print(json.dumps({"reference": reference.model.labels.model_version}))
-    return kept.flag, kept.block, stats
+    return _shared(3.0, "dev", kept, reference)
 
 
 def _matched(args: argparse.Namespace) -> tuple[float, float, dict[str, float]]:
+    """Rule 2: shares are alert rates on the alert pool."""
     reference = _transformer(args.match, args.threads)
-    matched = matched_thresholds(
-        _transformer(args.model, args.threads), reference, alert_pool(args.data / "train")
-    )
-    stats = {
-        "rule": 2.0,  # 2: alert rates on the alert pool matched to the reference model's
-        "alert_pool": float(matched.pool),
-        "alert_reference_flag_rate": matched.reference_flag_rate,
-        "alert_reference_block_rate": matched.reference_block_rate,
-        "alert_flag_rate": matched.flag_rate,
-        "alert_block_rate": matched.block_rate,
-    }
-    print(json.dumps({"reference": reference.model.labels.model_version}))
-    return matched.flag, matched.block, stats
+    pool = alert_pool(args.data / "train")
+    matched = matched_thresholds(_transformer(args.model, args.threads), reference, pool)
+    return _shared(2.0, "alert", matched, reference)
 
 
 if __name__ == "__main__":

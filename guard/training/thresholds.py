@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,16 +128,49 @@ def alert_pool(train_dir: Path, size: int = ALERT_POOL, seed: int = ALERT_POOL_S
 
 
 @dataclass(frozen=True, slots=True)
-class MatchedThresholds:
-    """Rule 2's points and the alert rates they were matched to (shares of the pool)."""
+class SharedThresholds:
+    """Rule 2's or rule 3's points, and the shares of the texts at or above them: the
+    reference's at its own points, the candidate's at the new ones (rule 2: alert rates on
+    the alert pool; rule 3: recalls on the dev split's harmful prompts)."""
 
     flag: float
     block: float
-    pool: int
-    reference_flag_rate: float
-    reference_block_rate: float
-    flag_rate: float
-    block_rate: float
+    texts: int
+    reference_flag_share: float
+    reference_block_share: float
+    flag_share: float
+    block_share: float
+
+
+def _share_matched(
+    candidate: Predictor,
+    reference: Predictor,
+    texts: list[str],
+    point: Callable[[np.ndarray, float], float],
+    *,
+    gap: float,
+    finish: Callable[[float], float],
+) -> SharedThresholds:
+    """The candidate's flag and block from the shares of ``texts`` the reference flags and
+    blocks at its own points: ``point`` turns a share into a threshold on the candidate's
+    scores, block stays ``gap`` above flag, ``finish`` rounds."""
+    ref_risk = reference.harm_probabilities(texts)[:, 0]
+    new_risk = candidate.harm_probabilities(texts)[:, 0]
+    points = reference.model.labels.thresholds
+    flag_share = float((ref_risk >= points.flag).mean())
+    block_share = float((ref_risk >= points.block).mean())
+    flag = point(new_risk, flag_share)
+    block = max(flag + gap, point(new_risk, block_share))
+    flag, block = finish(flag), finish(min(0.999, block))
+    return SharedThresholds(
+        flag=flag,
+        block=block,
+        texts=len(texts),
+        reference_flag_share=round(flag_share, 4),
+        reference_block_share=round(block_share, 4),
+        flag_share=round(float((new_risk >= flag).mean()), 4),
+        block_share=round(float((new_risk >= block).mean()), 4),
+    )
 
 
 def _threshold_for_rate(risk: np.ndarray, rate: float) -> float:
@@ -153,40 +187,13 @@ def _threshold_for_rate(risk: np.ndarray, rate: float) -> float:
 
 def matched_thresholds(
     candidate: Predictor, reference: Predictor, pool: list[str]
-) -> MatchedThresholds:
+) -> SharedThresholds:
     """Rule 2: flag and block where ``candidate`` flags and blocks the same share of
     ``pool`` as ``reference`` does at its own points, so a replacement model raises as many
     alerts on red-team style chat as the model it replaces (block stays above flag)."""
-    ref_risk = reference.harm_probabilities(pool)[:, 0]
-    new_risk = candidate.harm_probabilities(pool)[:, 0]
-    points = reference.model.labels.thresholds
-    flag_rate = float((ref_risk >= points.flag).mean())
-    block_rate = float((ref_risk >= points.block).mean())
-    flag = _threshold_for_rate(new_risk, flag_rate)
-    block = max(flag + 1e-3, _threshold_for_rate(new_risk, block_rate))
-    flag, block = round(flag, 4), round(min(0.999, block), 4)
-    return MatchedThresholds(
-        flag=flag,
-        block=block,
-        pool=len(pool),
-        reference_flag_rate=round(flag_rate, 4),
-        reference_block_rate=round(block_rate, 4),
-        flag_rate=round(float((new_risk >= flag).mean()), 4),
-        block_rate=round(float((new_risk >= block).mean()), 4),
+    return _share_matched(
+        candidate, reference, pool, _threshold_for_rate, gap=1e-3, finish=lambda t: round(t, 4)
     )
-
-
-@dataclass(frozen=True, slots=True)
-class KeptRecallThresholds:
-    """Rule 3's points and the dev recalls they keep."""
-
-    flag: float
-    block: float
-    harmful: int
-    reference_flag_recall: float
-    reference_block_recall: float
-    flag_recall: float
-    block_recall: float
 
 
 def _threshold_keeping(risk: np.ndarray, recall: float) -> float:
@@ -198,25 +205,15 @@ def _threshold_keeping(risk: np.ndarray, recall: float) -> float:
 
 def recall_kept_thresholds(
     candidate: Predictor, reference: Predictor, harmful: list[str]
-) -> KeptRecallThresholds:
+) -> SharedThresholds:
     """Rule 3: flag and block as high as ``candidate`` can put them while catching at least
     the share of ``harmful`` (the dev split's harmful prompts) that ``reference`` catches at
-    its own points; block stays above flag."""
-    ref_risk = reference.harm_probabilities(harmful)[:, 0]
-    new_risk = candidate.harm_probabilities(harmful)[:, 0]
-    points = reference.model.labels.thresholds
-    flag_recall = float((ref_risk >= points.flag).mean())
-    block_recall = float((ref_risk >= points.block).mean())
-    flag = _threshold_keeping(new_risk, flag_recall)
-    block = max(flag + 1e-4, _threshold_keeping(new_risk, block_recall))
-    # Rounded down, so that rounding never costs a catch.
-    flag, block = math.floor(flag * 1e4) / 1e4, math.floor(min(0.999, block) * 1e4) / 1e4
-    return KeptRecallThresholds(
-        flag=flag,
-        block=block,
-        harmful=len(harmful),
-        reference_flag_recall=round(flag_recall, 4),
-        reference_block_recall=round(block_recall, 4),
-        flag_recall=round(float((new_risk >= flag).mean()), 4),
-        block_recall=round(float((new_risk >= block).mean()), 4),
+    its own points; block stays above flag.  Rounded down, so rounding never costs a catch."""
+    return _share_matched(
+        candidate,
+        reference,
+        harmful,
+        _threshold_keeping,
+        gap=1e-4,
+        finish=lambda t: math.floor(t * 1e4) / 1e4,
     )

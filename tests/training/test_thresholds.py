@@ -92,8 +92,8 @@ def test_matched_points_raise_as_many_alerts_as_the_reference() -> None:
     reference = PointedRisk({t: i / 100 for i, t in enumerate(pool)}, flag=0.795, block=0.945)
     candidate = PointedRisk({t: (i / 100) ** 3 for i, t in enumerate(pool)}, 0.5, 0.9)
     matched = matched_thresholds(candidate, reference, pool)  # type: ignore[arg-type]
-    assert (matched.reference_flag_rate, matched.reference_block_rate) == (0.2, 0.05)
-    assert (matched.flag_rate, matched.block_rate) == (0.2, 0.05)
+    assert (matched.reference_flag_share, matched.reference_block_share) == (0.2, 0.05)
+    assert (matched.flag_share, matched.block_share) == (0.2, 0.05)
     assert 0.79**3 < matched.flag < 0.80**3 and 0.94**3 < matched.block < 0.95**3
 
 
@@ -127,7 +127,7 @@ def test_kept_recall_points_catch_what_the_reference_catches_and_no_less() -> No
     reference = PointedRisk({t: i / 10 for i, t in enumerate(harmful)}, flag=0.2, block=0.5)
     candidate = PointedRisk({t: 0.5 + i / 20 for i, t in enumerate(harmful)}, 0.1, 0.2)
     kept = recall_kept_thresholds(candidate, reference, harmful)  # type: ignore[arg-type]
-    assert (kept.reference_flag_recall, kept.reference_block_recall) == (0.8, 0.5)
-    assert (kept.flag_recall, kept.block_recall) == (0.8, 0.5)
+    assert (kept.reference_flag_share, kept.reference_block_share) == (0.8, 0.5)
+    assert (kept.flag_share, kept.block_share) == (0.8, 0.5)
     # As high as they go: the 8th and 5th highest candidate risks, rounded down.
     assert kept.flag == 0.6 and kept.block == 0.75
