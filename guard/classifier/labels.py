@@ -80,6 +80,7 @@ class Labels(BaseModel):
     layers: int = Field(ge=1)
     tuning: dict[str, float] = Field(default_factory=dict)
     reply_head: ReplyHeadFit | None = None  # set when the refusal head was refit alone
+    soup_of: tuple[str, ...] = ()  # model versions averaged into this one (guard.training.soup)
 
     @model_validator(mode="after")
     def _matches_contract(self) -> Labels:

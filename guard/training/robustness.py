@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from guard.classifier.predictor import Predictor
 from guard.classifier.session import load_model
+from guard.classifier.sieve import TAIL_FILE
 from guard.scoring import Stage
 from guard.training import data as data_mod
 
@@ -77,8 +78,13 @@ class ModelResult:
 
 
 def probe(model_dir: Path, texts: list[str], harmful: np.ndarray, threads: int) -> ModelResult:
-    """:class:`ModelResult` for the model in ``model_dir`` on ``texts``."""
-    model = load_model(model_dir, intra_op_threads=threads, sieve=True, early_exit=True)
+    """:class:`ModelResult` for the model in ``model_dir`` on ``texts``.
+
+    A model not yet split for its cheap stages (a candidate before its cascade is trained)
+    is probed as the transformer alone: nothing is cleared early.
+    """
+    staged = (model_dir / TAIL_FILE).is_file()
+    model = load_model(model_dir, intra_op_threads=threads, sieve=staged, early_exit=staged)
     cascade = Predictor(model)
     alone = Predictor(replace(model, sieve=None, exit=None))  # same sessions, no cheap stages
     flag = cascade.model.labels.thresholds.flag

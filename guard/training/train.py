@@ -229,6 +229,42 @@ def train_model(
     return model
 
 
+def write_model(
+    model: GuardClassifier,
+    out: Path,
+    work: Path,
+    windowing: Windowing,
+    shape: str,
+    layers: int,
+) -> tuple[Path, dict[str, object]]:
+    """Checkpoint and fp32 export in ``work``, int8 model, tokenizer and labels.json in ``out``.
+
+    The labels carry placeholder thresholds (0.5); the caller places them.  Returns the
+    fp32 export's path and the labels as written.
+    """
+    work.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), work / "guard.pt")
+    fp32 = export_fp32(model, work / "guard.fp32.onnx")
+    out.mkdir(parents=True, exist_ok=True)
+    int8 = quantize_int8(fp32, out / MODEL_FILE)
+    tokenizer_src = base_model_dir() / TOKENIZER_FILE
+    shutil.copyfile(tokenizer_src, out / TOKENIZER_FILE)
+    shutil.copyfile(tokenizer_src, work / TOKENIZER_FILE)
+    labels: dict[str, object] = {
+        "model_version": time.strftime("%Y%m%d-%H%M", time.gmtime()) + shape,
+        "model_sha256": sha256(int8),
+        "hazards": list(HAZARDS),
+        "refusal_classes": list(REFUSAL_CLASSES),
+        "max_length": windowing.max_length,
+        "stride": windowing.stride,
+        "reply_prompt_tokens": windowing.reply_prompt_tokens,
+        "thresholds": {"flag": 0.5, "block": 0.5},
+        "layers": layers,
+    }
+    (out / LABELS_FILE).write_text(json.dumps(labels, indent=2) + "\n", encoding="utf-8")
+    return fp32, labels
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="datasets folder (holds train/)")
@@ -377,30 +413,11 @@ def main(argv: list[str] | None = None) -> int:
         encoded += [replace(prompts[i], window=w) for i, w in zip(picks, noisy, strict=True)]
     model = train_model(args, encoder, encoded)
 
-    args.work.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), args.work / "guard.pt")
-    fp32 = export_fp32(model, args.work / "guard.fp32.onnx")
-    args.out.mkdir(parents=True, exist_ok=True)
-    int8 = quantize_int8(fp32, args.out / MODEL_FILE)
-    shutil.copyfile(tokenizer_src, args.out / TOKENIZER_FILE)
-    shutil.copyfile(tokenizer_src, args.work / TOKENIZER_FILE)
-
     shape = f"-L{args.layers}" + (f"F{args.intermediate}" if args.intermediate else "")
-    labels = {
-        "model_version": time.strftime("%Y%m%d-%H%M", time.gmtime()) + shape,
-        "model_sha256": sha256(int8),
-        "hazards": list(HAZARDS),
-        "refusal_classes": list(REFUSAL_CLASSES),
-        "max_length": windowing.max_length,
-        "stride": windowing.stride,
-        "reply_prompt_tokens": windowing.reply_prompt_tokens,
-        "thresholds": {"flag": 0.5, "block": 0.5},
-        "layers": args.layers,
-    }
+    fp32, labels = write_model(model, args.out, args.work, windowing, shape, args.layers)
     if held:  # beside the label map, whose schema the runtime checks strictly
         holdout = {"fold": args.holdout_fold, "folds": args.folds, "holdout_kinds": sorted(held)}
         (args.out / HOLDOUT_FILE).write_text(json.dumps(holdout, indent=2) + "\n")
-    (args.out / LABELS_FILE).write_text(json.dumps(labels, indent=2) + "\n", encoding="utf-8")
     predictor = Predictor(load_model(args.out, intra_op_threads=args.threads))
     flag, block, stats = tune_thresholds(predictor, dev_examples)
     stats["train_examples"] = float(len(train_examples))
