@@ -7,6 +7,7 @@ import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import onnx
 import onnxruntime as ort
 import pytest
 
@@ -14,11 +15,13 @@ from guard.classifier import OnnxScorer
 from guard.classifier.labels import LABELS_FILE, MODEL_FILE, TOKENIZER_FILE
 from guard.classifier.session import (
     LoadedModel,
+    disabled_fusions,
     load_model,
     resolve_providers,
     session_options,
     widened,
 )
+from guard.classifier.sieve import TAIL_FILE
 from guard.errors import ModelLoadError, ScoringTimeout
 from guard.metrics import GuardMetrics
 from guard.scoring import HAZARDS, Refusal, ReplyInput
@@ -153,6 +156,26 @@ def test_session_threads_spin_only_as_asked() -> None:
     options = session_options(2, spin_us=100)
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
     assert options.get_session_config_entry("session.intra_op.spin_duration_us") == "100"
+
+
+def test_cpu_sessions_leave_out_the_slow_skip_layer_norm_fusion(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    cpu = resolve_providers("cpu")
+    assert disabled_fusions(cpu) == ["SkipLayerNormFusion"]
+    assert disabled_fusions(["CUDAExecutionProvider", "CPUExecutionProvider"]) == []
+    optimized = {}
+    for name, disabled in (("fused", []), ("unfused", disabled_fusions(cpu))):
+        options = session_options(1)
+        options.optimized_model_filepath = str(tmp_path / f"{name}.onnx")
+        ort.InferenceSession(str(model_dir / TAIL_FILE), options, providers=cpu,
+                             disabled_optimizers=disabled)  # fmt: skip
+        graph = onnx.load(str(tmp_path / f"{name}.onnx")).graph
+        optimized[name] = {node.op_type for node in graph.node}
+    # The name is onnxruntime's: were it renamed, the fusion would silently come back.
+    assert "SkipLayerNormalization" in optimized["fused"]
+    assert "SkipLayerNormalization" not in optimized["unfused"]
+    assert "LayerNormalization" in optimized["unfused"]
 
 
 async def test_a_lone_request_takes_the_idle_lane_with_the_same_scores(
