@@ -205,11 +205,7 @@ class Engine:
     def _request_failure(
         self, request: GuardRequest, policies: PolicySet, exc: Exception
     ) -> RequestVerdict:
-        outcome = policies.general.on_scoring_error
-        log.warning("scoring_failed", request_id=request.request_id, stage="request",
-                    error=type(exc).__name__, outcome=outcome)  # fmt: skip
-        if self._metrics is not None:
-            self._metrics.scoring_failures.labels(outcome=outcome).inc()
+        outcome = self._scoring_failed(request, policies, "request", exc)
         mode = policies.mode
         would = Action.BLOCK if outcome == "fail_closed" else Action.ALLOW
         action = enforced(would, mode)
@@ -373,12 +369,7 @@ class Engine:
                 leaks_in(self._scorer, prompt, text), policies.general.scoring_timeout_s
             )
         except ScoringError as exc:
-            outcome = policies.general.on_scoring_error
-            log.warning("scoring_failed", request_id=request.request_id, stage="leak_check",
-                        error=type(exc).__name__, outcome=outcome)  # fmt: skip
-            if self._metrics is not None:
-                self._metrics.scoring_failures.labels(outcome=outcome).inc()
-            return outcome == "fail_closed"
+            return self._scoring_failed(request, policies, "leak_check", exc) == "fail_closed"
 
     def _reply_failure(
         self,
@@ -388,16 +379,23 @@ class Engine:
         category: str | None,
         exc: Exception,
     ) -> ReplyVerdict:
-        outcome = policies.general.on_scoring_error
-        log.warning("scoring_failed", request_id=request.request_id, stage="reply",
-                    error=type(exc).__name__, outcome=outcome)  # fmt: skip
-        if self._metrics is not None:
-            self._metrics.scoring_failures.labels(outcome=outcome).inc()
+        outcome = self._scoring_failed(request, policies, "reply", exc)
         would = Action.REWRITE if outcome == "fail_closed" else Action.ALLOW
         action = enforced(would, mode)
         text = unavailable(policies) if action is Action.REWRITE else None
         return ReplyVerdict(action=action, would=would, mode=mode, refusal=Refusal.NONE,
                             category=category, text=text, reasons=("scoring_failed",))  # fmt: skip
+
+    def _scoring_failed(
+        self, request: GuardRequest, policies: PolicySet, stage: str, exc: Exception
+    ) -> str:
+        """Log and count a scoring failure; the policy's outcome for it."""
+        outcome = policies.general.on_scoring_error
+        log.warning("scoring_failed", request_id=request.request_id, stage=stage,
+                    error=type(exc).__name__, outcome=outcome)  # fmt: skip
+        if self._metrics is not None:
+            self._metrics.scoring_failures.labels(outcome=outcome).inc()
+        return outcome
 
     async def conclude(
         self,
