@@ -1,15 +1,17 @@
 """What the proxy and the middleware share at the HTTP edge, in plain ASGI terms.
 
 Header names, request ids, hop-by-hop filtering, reading a request body under a size
-limit, and turning a :class:`guard.errors.GuardError` into a status and an OpenAI error
-body.  Nothing here knows Starlette or the upstream client.
+limit, cancelling work when the client disconnects, and turning a
+:class:`guard.errors.GuardError` into a status and an OpenAI error body.  Nothing here
+knows Starlette or the upstream client.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 import re
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +59,20 @@ def header(scope: Scope, name: bytes) -> bytes | None:
     for key, value in scope.get("headers", ()):
         if key == name:
             return bytes(value)
+    return None
+
+
+def header_text(scope: Scope, name: str) -> str | None:
+    """A request header's first value as text (``name`` in any case), or None."""
+    raw = header(scope, name.lower().encode("latin-1"))
+    return raw.decode("latin-1") if raw is not None else None
+
+
+def first_header(headers: Headers, name: bytes) -> bytes | None:
+    """First value of ``name`` (lower-case) in a response's header list."""
+    for key, value in headers:
+        if key == name:
+            return value
     return None
 
 
@@ -182,6 +198,28 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
 
 class ClientDisconnected(Exception):
     """The client went away; nothing more can be sent."""
+
+
+async def unless_disconnected(work: Coroutine[Any, Any, None], receive: Receive) -> None:
+    """Run ``work``; cancel it (closing the upstream) if the client disconnects first."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(receive))
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()
+            return
+        raise ClientDisconnected
+    finally:
+        for pending in (task, watcher):
+            if not pending.done():
+                pending.cancel()
+        await asyncio.gather(task, watcher, return_exceptions=True)
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 class Responder:

@@ -14,7 +14,7 @@ import contextlib
 import dataclasses
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
@@ -37,9 +37,11 @@ from guard.http_edge import (
     Send,
     check_json_content_type,
     decision_headers,
-    header,
+    first_header,
+    header_text,
     read_body,
     request_id_for,
+    unless_disconnected,
     without_hop_by_hop,
 )
 from guard.logs import bound_request, get_logger
@@ -154,7 +156,7 @@ class ChatRelay:
         if not watch_disconnect:
             await exchange
             return
-        await _unless_disconnected(exchange, receive)
+        await unless_disconnected(exchange, receive)
 
     async def _judge_request(
         self, request: GuardRequest, record: ChatRecord, begun: float
@@ -170,16 +172,16 @@ class ChatRelay:
         memory = self.settings.memory
         tenant = None
         if memory.tenant_header:
-            tenant = _header_text(scope, memory.tenant_header)
+            tenant = header_text(scope, memory.tenant_header)
         if tenant is None:
-            authorization = _header_text(scope, "authorization")
+            authorization = header_text(scope, "authorization")
             if authorization and authorization.lower().startswith("bearer "):
                 tenant = authorization[7:].strip() or None
         return GuardRequest(
             request_id=request_id,
             conversation=chat.conversation,
             tenant=tenant,
-            conversation_id=_header_text(scope, memory.conversation_header),
+            conversation_id=header_text(scope, memory.conversation_header),
             model=chat.model,
             stream=chat.stream,
         )
@@ -280,7 +282,7 @@ class ChatRelay:
                 await responder.body(chunk)
             await responder.end()
             return
-        content_type = _first(reply.headers, b"content-type") or b""
+        content_type = first_header(reply.headers, b"content-type") or b""
         if content_type.lower().startswith(b"text/event-stream"):
             streams = self.engine.open_choice_streams(request, verdict)
             withhold = self.engine.withholds_reasoning(verdict)
@@ -405,37 +407,3 @@ class ChatRelay:
             # Headers are gone; end the stream with an error event the SDKs raise.
             code = getattr(exc, "code", None) or "internal_error"
             await responder.end(stream_error_event("The reply stream was interrupted.", code))
-
-
-async def _unless_disconnected(work: Coroutine[Any, Any, None], receive: Receive) -> None:
-    """Run ``work``; cancel it (closing the upstream) if the client disconnects first."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_disconnected(receive))
-    try:
-        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            task.result()
-            return
-        raise ClientDisconnected
-    finally:
-        for pending in (task, watcher):
-            if not pending.done():
-                pending.cancel()
-        await asyncio.gather(task, watcher, return_exceptions=True)
-
-
-async def _disconnected(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
-def _first(headers: Headers, name: bytes) -> bytes | None:
-    for key, value in headers:
-        if key == name:
-            return value
-    return None
-
-
-def _header_text(scope: Scope, name: str) -> str | None:
-    raw = header(scope, name.lower().encode("latin-1"))
-    return raw.decode("latin-1") if raw is not None else None
