@@ -33,7 +33,7 @@ WIDE_SPIN_US = 100
 _PROVIDER_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 # Fusions that make the CPU run slower: onnxruntime 1.32's fused SkipLayerNormalization
 # takes ~127 us on a 64 x 384 input where the Add and LayerNormalization it replaces take
-# ~20, so the 64-token turn ran 10% faster without it (models/MODEL_CARD.md, Speed).  The
+# ~20, so the 64-token turn ran 9% faster without it (models/MODEL_CARD.md, Speed).  The
 # CUDA provider keeps every fusion.
 CPU_DISABLED_FUSIONS = ("SkipLayerNormFusion",)
 

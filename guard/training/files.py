@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 
 HOLDOUT_FILE = "holdout.json"  # a cross-fitting fold model's held-out kinds
+CHECKPOINT_FILE = "guard.pt"  # a training run's weights (torch state dict), in its --work
 
 
 def sha256(path: Path) -> str:

@@ -36,11 +36,11 @@ from guard.classifier.labels import LABELS_FILE
 from guard.classifier.predictor import Predictor
 from guard.classifier.session import load_model
 from guard.training import data as data_mod
+from guard.training.files import CHECKPOINT_FILE
 from guard.training.model import GuardClassifier
 from guard.training.thresholds import tune_thresholds
-from guard.training.train import write_model
+from guard.training.train import write_labels, write_model
 
-CHECKPOINT = "guard.pt"
 _SHAPE_KEYS = ("layers", "max_length", "stride")
 
 
@@ -74,12 +74,14 @@ def mean_state(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]
     return mean
 
 
-def _member_shape(work: Path) -> dict[str, int]:
+def _member_labels(work: Path) -> dict[str, object]:
     path = work / LABELS_FILE
-    if not (work / CHECKPOINT).is_file() or not path.is_file():
-        raise FileNotFoundError(f"{work} holds no {CHECKPOINT} and {LABELS_FILE} (a train --work)")
-    labels = json.loads(path.read_text(encoding="utf-8"))
-    return {key: int(labels[key]) for key in _SHAPE_KEYS}
+    if not (work / CHECKPOINT_FILE).is_file() or not path.is_file():
+        raise FileNotFoundError(
+            f"{work} holds no {CHECKPOINT_FILE} and {LABELS_FILE} (a train --work)"
+        )
+    labels: dict[str, object] = json.loads(path.read_text(encoding="utf-8"))
+    return labels
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,11 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     if len(args.member) < 2:
         parser.error("a soup needs at least two --member folders")
     started = time.monotonic()
-    shapes = [_member_shape(work) for work in args.member]
+    members = [_member_labels(work) for work in args.member]
+    shapes = [{key: int(str(labels[key])) for key in _SHAPE_KEYS} for labels in members]
     for work, shape in zip(args.member[1:], shapes[1:], strict=True):
         if shape != shapes[0]:
             parser.error(f"{work}: {shape} differs from {args.member[0]}: {shapes[0]}")
-    states = [torch.load(work / CHECKPOINT, map_location="cpu") for work in args.member]
+    states = [torch.load(work / CHECKPOINT_FILE, map_location="cpu") for work in args.member]
     model = GuardClassifier.from_base(shapes[0]["layers"])
     model.load_state_dict(mean_state(states))
     windowing = Windowing(max_length=shapes[0]["max_length"], stride=shapes[0]["stride"])
@@ -123,14 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     stats["soup_wall_s"] = round(time.monotonic() - started, 1)
     labels["thresholds"] = {"flag": flag, "block": block}
     labels["tuning"] = stats
-    labels["soup_of"] = [
-        json.loads((work / LABELS_FILE).read_text(encoding="utf-8"))["model_version"]
-        for work in args.member
-    ]
-    text = json.dumps(labels, indent=2) + "\n"
-    (args.out / LABELS_FILE).write_text(text, encoding="utf-8")
-    (args.work / LABELS_FILE).write_text(text, encoding="utf-8")
-    print(text, flush=True)
+    labels["soup_of"] = [member["model_version"] for member in members]
+    write_labels(labels, args.out, args.work)
     return 0
 
 

@@ -39,7 +39,7 @@ from guard.training import noise
 from guard.training.data import REFUSAL_CLASSES, Example
 from guard.training.distil import distillation_loss, teacher_logits
 from guard.training.export import export_fp32, quantize_int8
-from guard.training.files import HOLDOUT_FILE, sha256
+from guard.training.files import CHECKPOINT_FILE, HOLDOUT_FILE, sha256
 from guard.training.model import GuardClassifier, base_model_dir
 from guard.training.thresholds import tune_thresholds
 
@@ -243,7 +243,7 @@ def write_model(
     fp32 export's path and the labels as written.
     """
     work.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), work / "guard.pt")
+    torch.save(model.state_dict(), work / CHECKPOINT_FILE)
     fp32 = export_fp32(model, work / "guard.fp32.onnx")
     out.mkdir(parents=True, exist_ok=True)
     int8 = quantize_int8(fp32, out / MODEL_FILE)
@@ -263,6 +263,14 @@ def write_model(
     }
     (out / LABELS_FILE).write_text(json.dumps(labels, indent=2) + "\n", encoding="utf-8")
     return fp32, labels
+
+
+def write_labels(labels: dict[str, object], out: Path, work: Path) -> None:
+    """The finished labels.json (thresholds placed) in ``out``, a copy in ``work``; printed."""
+    text = json.dumps(labels, indent=2) + "\n"
+    (out / LABELS_FILE).write_text(text, encoding="utf-8")
+    (work / LABELS_FILE).write_text(text, encoding="utf-8")
+    print(text, end="", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -429,9 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         flag, block = kept.flag, kept.block
     labels["thresholds"] = {"flag": flag, "block": block}
     labels["tuning"] = stats
-    (args.out / LABELS_FILE).write_text(json.dumps(labels, indent=2) + "\n", encoding="utf-8")
-    shutil.copyfile(args.out / LABELS_FILE, args.work / LABELS_FILE)
-    print(json.dumps(labels, indent=2), flush=True)
+    write_labels(labels, args.out, args.work)
     if args.cascade:
         # The cheap stages learn from this model, so they are rebuilt with it.
         from guard.training import early_exit, sieve

@@ -15,13 +15,9 @@ from guard.training import soup  # noqa: E402
 from guard.training.model import GuardClassifier  # noqa: E402
 
 
-def _state(**tensors: object) -> dict[str, object]:
-    return dict(tensors)
-
-
 def test_the_mean_is_taken_per_parameter() -> None:
-    a = _state(w=torch.tensor([1.0, 2.0]), ids=torch.tensor([0, 1, 2]))
-    b = _state(w=torch.tensor([3.0, 6.0]), ids=torch.tensor([0, 1, 2]))
+    a = dict(w=torch.tensor([1.0, 2.0]), ids=torch.tensor([0, 1, 2]))
+    b = dict(w=torch.tensor([3.0, 6.0]), ids=torch.tensor([0, 1, 2]))
     mean = soup.mean_state([a, b])  # type: ignore[list-item]
     assert torch.equal(mean["w"], torch.tensor([2.0, 4.0]))
     assert torch.equal(mean["ids"], torch.tensor([0, 1, 2]))  # integer buffers kept as they are
@@ -31,17 +27,17 @@ def test_the_mean_is_taken_per_parameter() -> None:
 @pytest.mark.parametrize(
     ("other", "message"),
     [
-        (_state(w=torch.zeros(2), extra=torch.zeros(1)), "parameter 'extra'"),
-        (_state(w=torch.zeros(3)), r"'w' has shape \(3,\)"),
+        (dict(w=torch.zeros(2), extra=torch.zeros(1)), "parameter 'extra'"),
+        (dict(w=torch.zeros(3)), r"'w' has shape \(3,\)"),
     ],
 )
 def test_members_of_another_shape_are_refused(other: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        soup.mean_state([_state(w=torch.zeros(2)), other])  # type: ignore[list-item]
+        soup.mean_state([dict(w=torch.zeros(2)), other])  # type: ignore[list-item]
 
 
 def test_integer_buffers_that_differ_are_refused() -> None:
-    a, b = _state(ids=torch.tensor([0, 1])), _state(ids=torch.tensor([1, 0]))
+    a, b = dict(ids=torch.tensor([0, 1])), dict(ids=torch.tensor([1, 0]))
     with pytest.raises(ValueError, match="integer buffer 'ids'"):
         soup.mean_state([a, b])  # type: ignore[list-item]
 
