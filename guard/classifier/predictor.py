@@ -16,7 +16,7 @@ import onnxruntime as ort
 
 from guard.classifier.encoding import Batch, IntArray, Window
 from guard.classifier.labels import CONFIRM_BAND, CONFIRM_REPLY_MARGIN
-from guard.classifier.session import LoadedModel
+from guard.classifier.session import MASK_INPUT, LoadedModel
 from guard.classifier.sieve import MAX_CLEARABLE_TOKENS
 from guard.errors import ScoringError
 from guard.scoring import HAZARDS, HarmScore, Refusal, ReplyInput, ReplyScore, Stage
@@ -121,14 +121,13 @@ class Predictor:
         return [np.asarray(output) for output in outputs]
 
     def _front(self, batch: Batch) -> list[npt.NDArray[Any]]:
-        """[hidden, attention_bias] of the split model's front layers."""
-        return self._session_run(
-            self.model.session, ["hidden", "attention_bias"], self._feed(batch)
-        )
+        """The split model's front outputs that its tail takes (``model.handoff``)."""
+        return self._session_run(self.model.session, list(self.model.handoff), self._feed(batch))
 
     def _tail(self, front: list[npt.NDArray[Any]], mask: IntArray) -> list[FloatArray]:
         assert self.model.tail is not None
-        feed = {"hidden": front[0], "attention_bias": front[1], "attention_mask": mask}
+        feed: dict[str, Any] = dict(zip(self.model.handoff, front, strict=True))
+        feed[MASK_INPUT] = mask
         return self._session_run(self.model.tail, ["harm", "refusal"], feed)
 
     def _logits(self, batch: Batch) -> list[FloatArray]:

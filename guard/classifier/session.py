@@ -36,6 +36,8 @@ _PROVIDER_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider
 # ~20, so the 64-token turn ran 9% faster without it (models/MODEL_CARD.md, Speed).  The
 # CUDA provider keeps every fusion.
 CPU_DISABLED_FUSIONS = ("SkipLayerNormFusion",)
+HIDDEN = "hidden"  # the split model's states where the front hands over to the tail
+MASK_INPUT = "attention_mask"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,9 @@ class LoadedModel:
     sieve: Sieve | None = None
     tail: ort.InferenceSession | None = None  # the layers after the front, when split
     exit: Sieve | None = None  # the early exit on the front's hidden states
+    # The front's outputs that the tail takes, ``hidden`` first: a pair cut from the export
+    # also hands over ``attention_bias``; a fused pair's tail needs only the mask.
+    handoff: tuple[str, ...] = (HIDDEN,)
 
 
 def resolve_providers(provider: Provider, available: list[str] | None = None) -> list[str]:
@@ -140,11 +145,16 @@ def load_model(
     session = open_session(model_path, provider, intra_op_threads, outputs=())
     outputs = {output.name for output in session.get_outputs()}
     tail = None
-    if "hidden" in outputs:
+    handoff: tuple[str, ...] = (HIDDEN,)
+    if HIDDEN in outputs:
         tail_path = model_dir / TAIL_FILE
         tail = open_session(tail_path, provider, intra_op_threads, outputs=("harm", "refusal"))
-        if "attention_bias" not in outputs:
-            raise ModelLoadError(f"split model {model_path} lacks the 'attention_bias' output")
+        handoff = tail_handoff(tail)
+        missing = sorted(set(handoff) - outputs)
+        if missing:
+            raise ModelLoadError(
+                f"split model {model_path} lacks the outputs {missing} that {tail_path} takes"
+            )
     elif not {"harm", "refusal"} <= outputs:
         raise ModelLoadError(
             f"model {model_path} has neither the 'harm'/'refusal' outputs nor 'hidden'"
@@ -164,10 +174,19 @@ def load_model(
         if sieve
         else None,
         tail=tail,
+        handoff=handoff,
         exit=load_exit(model_dir, provider=provider, intra_op_threads=intra_op_threads)
         if early_exit
         else None,
     )
+
+
+def tail_handoff(tail: ort.InferenceSession) -> tuple[str, ...]:
+    """The inputs ``tail`` takes from its front (all but the attention mask), ``hidden`` first."""
+    names = [i.name for i in tail.get_inputs() if i.name != MASK_INPUT]
+    if HIDDEN not in names:
+        raise ModelLoadError(f"the tail model has no {HIDDEN!r} input (inputs: {names})")
+    return (HIDDEN, *[name for name in names if name != HIDDEN])
 
 
 def widened(model: LoadedModel, provider: Provider, intra_op_threads: int) -> LoadedModel:

@@ -3,7 +3,9 @@
 :func:`split` cuts the fp32 export; :func:`resplit` joins two int8 halves and cuts them
 again elsewhere.  The front outputs ``hidden`` (the cut layer's states) and
 ``attention_bias`` (the expanded attention mask the layers share); the tail takes those
-and ``attention_mask`` and ends in both heads.  Used by :mod:`guard.training.early_exit`.
+and ``attention_mask`` and ends in both heads.  Once both halves are fused the bias is
+dropped (:func:`guard.training.fastgraph.drop_bias`) and the tail takes the states and
+the mask alone.  Used by :mod:`guard.training.early_exit`.
 """
 
 from __future__ import annotations
@@ -91,8 +93,10 @@ def resplit(front: Path, tail: Path, layer: int, work: Path) -> tuple[Path, Path
     onnx.save(joined, str(whole))
     new_front, new_tail = work / "front.int8.onnx", work / "tail.int8.onnx"
     cut = _layer_output(layer)
-    extract_model(str(whole), str(new_front), INPUTS, [cut, "attention_bias"])
-    extract_model(str(whole), str(new_tail), [cut, "attention_bias", "attention_mask"], _HEADS)
+    # Fused halves hand over the states alone (fastgraph.drop_bias); the mask is an input.
+    bias = ["attention_bias"] if any(i.name == "attention_bias" for i in rest.graph.input) else []
+    extract_model(str(whole), str(new_front), INPUTS, [cut, *bias])
+    extract_model(str(whole), str(new_tail), [cut, *bias, "attention_mask"], _HEADS)
     for path in (new_front, new_tail):
         _rename(path, cut, "hidden")
     whole.unlink()

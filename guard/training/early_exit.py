@@ -59,7 +59,7 @@ from guard.training import data as data_mod
 from guard.training import noise
 from guard.training.cut import resplit, split
 from guard.training.data import Example
-from guard.training.fastgraph import fuse_file
+from guard.training.fastgraph import drop_bias, fuse_file
 from guard.training.files import sha256
 from guard.training.model import HARM_OUTPUTS
 from guard.training.sieve import _targets, tune_clear_point, unlabelled_texts
@@ -106,8 +106,8 @@ def pooled_states(
     for start in tqdm(range(0, len(order), 64), desc="front states"):
         rows = order[start : start + 64]
         batch = encoder.batch([windows[i] for i in rows])
-        hidden, _ = session.run(
-            ["hidden", "attention_bias"],
+        (hidden,) = session.run(
+            ["hidden"],
             {
                 "input_ids": batch.input_ids,
                 "attention_mask": batch.attention_mask,
@@ -260,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     if not kept:
         for half in (front_int8, tail_int8):  # no-op for halves fused already
             fuse_file(half)
+        drop_bias(front_int8, tail_int8)
     front = ort.InferenceSession(
         str(front_int8), session_options(args.threads), providers=["CPUExecutionProvider"]
     )

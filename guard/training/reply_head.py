@@ -187,11 +187,8 @@ def pooled_features(
             "attention_mask": batch.attention_mask,
             "token_type_ids": batch.token_type_ids,
         }
-        hidden, bias = model.session.run(["hidden", "attention_bias"], feed)
-        (states,) = session.run(
-            [pooled],
-            {"hidden": hidden, "attention_bias": bias, "attention_mask": batch.attention_mask},
-        )
+        handed = dict(zip(model.handoff, model.session.run(list(model.handoff), feed), strict=True))
+        (states,) = session.run([pooled], {**handed, "attention_mask": batch.attention_mask})
         parts.append(np.asarray(states, np.float32))
     features = np.concatenate(parts)
     return features[np.argsort(np.asarray(order))]

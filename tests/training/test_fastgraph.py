@@ -17,8 +17,15 @@ from guard.classifier.labels import LABELS_FILE, MODEL_FILE
 from guard.classifier.predictor import Predictor
 from guard.classifier.session import load_model
 from guard.classifier.sieve import TAIL_FILE
+from guard.errors import ModelLoadError
 from guard.scoring import ReplyInput
-from guard.training.fastgraph import MAX_DIFFERENCE, fuse_attention, fuse_file, fuse_folder
+from guard.training.fastgraph import (
+    MAX_DIFFERENCE,
+    drop_bias,
+    fuse_attention,
+    fuse_file,
+    fuse_folder,
+)
 from guard.training.files import sha256
 
 from .probes import SHIPPED, TEXTS
@@ -73,6 +80,48 @@ def test_fused_model_answers_as_the_export_did(fused: Path) -> None:
     batched = after.harm_probabilities(TEXTS)[:, 0]
     alone = np.array([before.harm_probabilities([t])[0, 0] for t in TEXTS])
     np.testing.assert_allclose(batched, alone, atol=0.05)
+
+
+def test_a_fused_pair_hands_the_tail_the_states_alone(fused: Path) -> None:
+    if not (SHIPPED / TAIL_FILE).is_file():
+        pytest.skip("the shipped model is not split")
+    tail = onnx.load(str(fused / TAIL_FILE)).graph
+    front = onnx.load(str(fused / MODEL_FILE)).graph
+    assert [i.name for i in tail.input] == ["hidden", "attention_mask"]
+    assert [o.name for o in front.output] == ["hidden"]
+    # The expanded mask's ops went with it: nothing in the front builds a 4-d bias now.
+    assert "Expand" not in _ops(fused / MODEL_FILE)
+    assert load_model(fused, intra_op_threads=1).handoff == ("hidden",)
+
+
+def test_a_tail_that_takes_what_its_front_does_not_give_stops_loading(
+    fused: Path, tmp_path: Path
+) -> None:
+    if not (SHIPPED / TAIL_FILE).is_file():
+        pytest.skip("the shipped model is not split")
+    mixed = tmp_path / "mixed"
+    shutil.copytree(fused, mixed)
+    shutil.copyfile(SHIPPED / TAIL_FILE, mixed / TAIL_FILE)  # still takes attention_bias
+    with pytest.raises(ModelLoadError, match=r"lacks the outputs \['attention_bias'\]"):
+        load_model(mixed, intra_op_threads=1)
+
+
+def test_dropping_the_bias_needs_a_tail_that_no_longer_reads_it(tmp_path: Path) -> None:
+    if not (SHIPPED / TAIL_FILE).is_file():
+        pytest.skip("the shipped model is not split")
+    front, tail = tmp_path / MODEL_FILE, tmp_path / TAIL_FILE
+    shutil.copyfile(SHIPPED / MODEL_FILE, front)
+    reading = onnx.load(str(SHIPPED / TAIL_FILE))
+    reading.graph.node.append(onnx.helper.make_node("Identity", ["attention_bias"], ["copy"]))
+    reading.graph.output.append(
+        onnx.helper.make_tensor_value_info("copy", onnx.TensorProto.BOOL, None)
+    )
+    onnx.save(reading, str(tail))
+    assert drop_bias(front, tail) is False
+    assert sha256(front) == sha256(SHIPPED / MODEL_FILE)
+    shutil.copyfile(SHIPPED / TAIL_FILE, tail)
+    assert drop_bias(front, tail) is True
+    assert drop_bias(front, tail) is False  # nothing left to drop
 
 
 def test_label_map_records_the_fused_files_checksum(fused: Path) -> None:
