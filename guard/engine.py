@@ -30,6 +30,7 @@ from guard.decisions import (
     Retry,
 )
 from guard.errors import ScoringError, ScoringTimeout, StateStoreError
+from guard.ledger import Ledger, Recorder
 from guard.memory.judgement import ConversationJudgement
 from guard.metrics import GuardMetrics
 from guard.policy.decide import (
@@ -54,7 +55,7 @@ log = structlog.get_logger("guard.engine")
 T = TypeVar("T")
 
 
-class Memory(Protocol):
+class Memory(Recorder, Protocol):
     """What the engine needs of :class:`guard.memory.ConversationMemory`."""
 
     @property
@@ -65,16 +66,6 @@ class Memory(Protocol):
     ) -> ConversationJudgement: ...
 
     async def score_texts(self, texts: Sequence[str]) -> list[HarmScore]: ...
-
-    async def record(
-        self,
-        judgement: ConversationJudgement,
-        *,
-        relayed: str | None,
-        refusal: Refusal | None,
-        category: str | None,
-        blocked: bool,
-    ) -> None: ...
 
     async def aclose(self) -> None: ...
 
@@ -100,7 +91,7 @@ class Engine:
     ) -> None:
         self._scorer = scorer
         self._memory = memory
-        self._metrics = metrics
+        self._ledger = Ledger(memory, metrics)
         self._mode = mode
         self.clock = clock
         if policies is None:
@@ -147,9 +138,9 @@ class Engine:
         if action is Action.BLOCK:
             text_category = category if any(r in TURN_REASONS for r in reasons) else None
             reply = compose_refusal(policies, text_category, request, judgement)
-            await self._record(judgement, relayed=reply, refusal=Refusal.REASONED,
+            await self._ledger.record(judgement, relayed=reply, refusal=Refusal.REASONED,
                                category=category, blocked=True)  # fmt: skip
-        self._count_action(category, action)
+        self._ledger.count_action(category, action)
         log.info(
             "request_decided", request_id=request.request_id, action=action.value,
             would=would.value, mode=mode.value, risk=round(risk, 4), category=category,
@@ -205,7 +196,7 @@ class Engine:
     def _request_failure(
         self, request: GuardRequest, policies: PolicySet, exc: Exception
     ) -> RequestVerdict:
-        outcome = self._scoring_failed(request, policies, "request", exc)
+        outcome = self._ledger.scoring_failed(request, policies, "request", exc)
         mode = policies.mode
         would = Action.BLOCK if outcome == "fail_closed" else Action.ALLOW
         action = enforced(would, mode)
@@ -268,7 +259,7 @@ class Engine:
                                       mode=first.mode, refusal=Refusal.NONE,
                                       category=first.category, text=retried,
                                       reasons=(*first.reasons, "retried"))  # fmt: skip
-                await self._record(verdict.judgement, relayed=retried, refusal=None,
+                await self._ledger.record(verdict.judgement, relayed=retried, refusal=None,
                                    category=first.category, blocked=False)  # fmt: skip
         log.info(
             "retry_decided", request_id=request.request_id, action=chosen.action.value,
@@ -369,7 +360,8 @@ class Engine:
                 leaks_in(self._scorer, prompt, text), policies.general.scoring_timeout_s
             )
         except ScoringError as exc:
-            return self._scoring_failed(request, policies, "leak_check", exc) == "fail_closed"
+            outcome = self._ledger.scoring_failed(request, policies, "leak_check", exc)
+            return outcome == "fail_closed"
 
     def _reply_failure(
         self,
@@ -379,23 +371,12 @@ class Engine:
         category: str | None,
         exc: Exception,
     ) -> ReplyVerdict:
-        outcome = self._scoring_failed(request, policies, "reply", exc)
+        outcome = self._ledger.scoring_failed(request, policies, "reply", exc)
         would = Action.REWRITE if outcome == "fail_closed" else Action.ALLOW
         action = enforced(would, mode)
         text = unavailable(policies) if action is Action.REWRITE else None
         return ReplyVerdict(action=action, would=would, mode=mode, refusal=Refusal.NONE,
                             category=category, text=text, reasons=("scoring_failed",))  # fmt: skip
-
-    def _scoring_failed(
-        self, request: GuardRequest, policies: PolicySet, stage: str, exc: Exception
-    ) -> str:
-        """Log and count a scoring failure; the policy's outcome for it."""
-        outcome = policies.general.on_scoring_error
-        log.warning("scoring_failed", request_id=request.request_id, stage=stage,
-                    error=type(exc).__name__, outcome=outcome)  # fmt: skip
-        if self._metrics is not None:
-            self._metrics.scoring_failures.labels(outcome=outcome).inc()
-        return outcome
 
     async def conclude(
         self,
@@ -406,54 +387,7 @@ class Engine:
         relayed: str | None,
     ) -> None:
         """Count and remember a reply once its final verdict is known (once per reply)."""
-        m = self._metrics
-        if m is not None and "scoring_failed" not in decided.reasons:
-            m.refusals.labels(refusal=decided.refusal.value).inc()
-            if "over_refusal" in decided.reasons:
-                m.over_refusals.labels(category=decided.category or "none").inc()
-            if "capitulation" in decided.reasons:
-                m.capitulations.inc()
-            if "leak" in decided.reasons and decided.action is Action.REWRITE:
-                m.leaks_stopped.inc()
-        self._count_action(decided.category, decided.action)
-        rewritten = decided.action is Action.REWRITE and "retried" not in decided.reasons
-        await self._record(
-            verdict.judgement, relayed=relayed,
-            refusal=Refusal.REASONED if rewritten else decided.refusal,
-            category=decided.category, blocked=False,
-        )  # fmt: skip
-        log.info(
-            "reply_decided", request_id=request.request_id, action=decided.action.value,
-            would=decided.would.value, mode=decided.mode.value, refusal=decided.refusal.value,
-            category=decided.category, reasons=decided.reasons,
-            relayed_chars=len(relayed) if relayed is not None else None,
-        )  # fmt: skip
-
-    async def _record(
-        self,
-        judgement: ConversationJudgement | None,
-        *,
-        relayed: str | None,
-        refusal: Refusal | None,
-        category: str | None,
-        blocked: bool,
-    ) -> None:
-        if self._memory is None or judgement is None:
-            return
-        try:
-            await self._memory.record(judgement, relayed=relayed, refusal=refusal,
-                                      category=category, blocked=blocked)  # fmt: skip
-        except StateStoreError as exc:
-            # The reply is already decided; a lost record weakens the next turn's
-            # judgement, which the memory's own degraded-store handling reports.
-            log.warning("memory_record_failed", error=type(exc).__name__,
-                        conversation=judgement.conversation)  # fmt: skip
-
-    def _count_action(self, category: str | None, action: Action) -> None:
-        # Conversation-level actions with no category (forged history, escalation
-        # across topics, scoring failures) are counted by the front door's decisions.
-        if self._metrics is not None and action is not Action.ALLOW and category is not None:
-            self._metrics.category_actions.labels(category=category, decision=action.value).inc()
+        await self._ledger.conclude(request, verdict, decided, relayed=relayed)
 
     async def start(self, *, watch_policies: bool = True) -> None:
         """Begin reloading policies on SIGHUP (and on file change with ``watch_policies``).
