@@ -28,20 +28,10 @@ class Recorded:
     calls: list[dict[str, object]] = field(default_factory=list)
     fail: bool = False
 
-    async def record(
-        self,
-        judgement: ConversationJudgement,
-        *,
-        relayed: str | None,
-        refusal: Refusal | None,
-        category: str | None,
-        blocked: bool,
-    ) -> None:
+    async def record(self, judgement: ConversationJudgement, **fields: object) -> None:
         if self.fail:
             raise StateStoreUnavailable("redis down")
-        self.calls.append(
-            {"relayed": relayed, "refusal": refusal, "category": category, "blocked": blocked}
-        )
+        self.calls.append(fields)
 
 
 def _value(metrics: GuardMetrics, name: str, **labels: str) -> float:
