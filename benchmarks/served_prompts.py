@@ -33,7 +33,8 @@ from guard.memory import ConversationMemory
 from guard.memory.identity import Keyring
 from guard.memory.memory_store import MemoryStore
 from guard.settings import SHIPPED_POLICY_DIR
-from guard.training.evaluate import Binary, prompt_sets
+from guard.training.eval_sets import prompt_sets
+from guard.training.evaluate import Binary
 
 CONCURRENCY = 16  # the scorer micro-batches concurrent requests, as under load
 

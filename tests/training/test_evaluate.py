@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from guard.scoring import HAZARDS
-from guard.training.evaluate import category_sets, evaluate_categories, roc_auc
+from guard.training.eval_sets import category_sets
+from guard.training.evaluate import evaluate_categories, roc_auc
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
