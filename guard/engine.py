@@ -7,8 +7,10 @@ the returned verdict says.
 
 Decisions come from three sources: the classifier's scores, the conversation memory's
 judgement (escalation, forged or pruned history, earlier refusals) and the policy set
-current when the request arrived.  The engine counts the category-level metrics and
-records each relayed reply in the conversation memory; the front doors count decisions.
+current when the request arrived.  The engine's :class:`~guard.ledger.Ledger` counts the
+category-level metrics and records each relayed reply in the conversation memory (a
+streamed reply concludes there through :attr:`Engine.ledger`); the front doors count
+decisions.
 """
 
 from __future__ import annotations
@@ -103,6 +105,11 @@ class Engine:
     @property
     def scorer(self) -> Scorer:
         return self._scorer
+
+    @property
+    def ledger(self) -> Ledger:
+        """Where a reply's final verdict is counted and remembered (:meth:`Ledger.conclude`)."""
+        return self._ledger
 
     @property
     def shadow(self) -> bool:
@@ -217,7 +224,7 @@ class Engine:
         """
         policies = self.policies
         decided = await self.judge_reply(policies, request, verdict, reply, may_retry=True)
-        await self.conclude(request, verdict, decided, relayed=_relayed(decided, reply))
+        await self._ledger.conclude(request, verdict, decided, relayed=_relayed(decided, reply))
         return decided
 
     async def check_choices(
@@ -233,7 +240,7 @@ class Engine:
             *(self.judge_reply(policies, request, verdict, reply) for reply in replies)
         )
         for one, reply in zip(decided, replies, strict=True):
-            await self.conclude(request, verdict, one, relayed=_relayed(one, reply))
+            await self._ledger.conclude(request, verdict, one, relayed=_relayed(one, reply))
         return list(decided)
 
     async def check_retry(
@@ -377,17 +384,6 @@ class Engine:
         text = unavailable(policies) if action is Action.REWRITE else None
         return ReplyVerdict(action=action, would=would, mode=mode, refusal=Refusal.NONE,
                             category=category, text=text, reasons=("scoring_failed",))  # fmt: skip
-
-    async def conclude(
-        self,
-        request: GuardRequest,
-        verdict: RequestVerdict,
-        decided: ReplyVerdict,
-        *,
-        relayed: str | None,
-    ) -> None:
-        """Count and remember a reply once its final verdict is known (once per reply)."""
-        await self._ledger.conclude(request, verdict, decided, relayed=relayed)
 
     async def start(self, *, watch_policies: bool = True) -> None:
         """Begin reloading policies on SIGHUP (and on file change with ``watch_policies``).

@@ -116,7 +116,7 @@ class ReplyStream:
                 self._policies, self._request, self._verdict, self._text
             )
             whole = _too_late(whole)
-        await self._engine.conclude(self._request, self._verdict, whole, relayed=self._text)
+        await self._engine.ledger.conclude(self._request, self._verdict, whole, relayed=self._text)
         self._released = len(self._text)
         return StreamStep(StreamStepKind.RELEASE, verdict=whole)
 
@@ -173,7 +173,7 @@ class ReplyStream:
     async def _replace(self, verdict: ReplyVerdict, text: str) -> StreamStep:
         self._ended = verdict
         relayed = self._text[: self._released] + text
-        await self._engine.conclude(self._request, self._verdict, verdict, relayed=relayed)
+        await self._engine.ledger.conclude(self._request, self._verdict, verdict, relayed=relayed)
         return StreamStep(StreamStepKind.REPLACE, text=text, verdict=verdict)
 
     def _release(self, verdict: ReplyVerdict | None = None) -> StreamStep:
