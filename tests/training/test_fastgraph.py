@@ -15,7 +15,7 @@ import onnx
 
 from guard.classifier.labels import LABELS_FILE, MODEL_FILE
 from guard.classifier.predictor import Predictor
-from guard.classifier.session import load_model
+from guard.classifier.session import load_model, widened
 from guard.classifier.sieve import TAIL_FILE
 from guard.errors import ModelLoadError
 from guard.scoring import ReplyInput
@@ -91,7 +91,16 @@ def test_a_fused_pair_hands_the_tail_the_states_alone(fused: Path) -> None:
     assert [o.name for o in front.output] == ["hidden"]
     # The expanded mask's ops went with it: nothing in the front builds a 4-d bias now.
     assert "Expand" not in _ops(fused / MODEL_FILE)
-    assert load_model(fused, intra_op_threads=1).handoff == ("hidden",)
+    model = load_model(fused, intra_op_threads=1)
+    assert model.handoff == ("hidden",)
+    # The idle lane's second copy (two threads) keeps the pair's hand-off.
+    wide = widened(model, "cpu", 2)
+    assert wide.handoff == ("hidden",)
+    np.testing.assert_allclose(
+        Predictor(wide).harm_probabilities(list(TEXTS)),
+        Predictor(model).harm_probabilities(list(TEXTS)),
+        atol=1e-4,
+    )
 
 
 def test_a_tail_that_takes_what_its_front_does_not_give_stops_loading(
