@@ -33,6 +33,7 @@ from onnx import TensorProto, helper, numpy_helper
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from guard.classifier.labels import MODEL_FILE
+from guard.classifier.session import session_options
 from guard.classifier.sieve import TAIL_FILE
 
 LARGE = ((512, 1536, 1536), (1024, 2048, 2048))
@@ -76,11 +77,9 @@ def product_session(rows: int, inner: int, outer: int) -> ort.InferenceSession:
         graph,
         opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
     )
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
+    # The guard's own session options, one intra-op thread: the kernel as a turn runs it.
     return ort.InferenceSession(
-        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        model.SerializeToString(), session_options(1), providers=["CPUExecutionProvider"]
     )
 
 
