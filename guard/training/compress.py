@@ -27,14 +27,20 @@ from transformers import BertConfig, BertModel
 from guard.classifier.encoding import Encoder, Window
 from guard.classifier.labels import MODEL_FILE
 from guard.classifier.sieve import TAIL_FILE
-from guard.training.model import GuardClassifier, base_model_dir
+from guard.training.model import UNPOOLED, GuardClassifier, Pooling, base_model_dir
 
 _QUANTIZED = "_quantized"
 
 
 def _weight_key(node_name: str) -> str:
-    """'/encoder/encoder/layer.1/attention/self/query/MatMul_quant' -> its torch weight key."""
+    """'/encoder/encoder/layer.1/attention/self/query/MatMul_quant' -> its torch weight key.
+
+    A token-pooling network's export names its layers from the classifier down
+    ('/layer.1/...': its forward calls them itself), so the encoder's path is put back.
+    """
     parts = node_name.strip("/").split("/")[:-1]
+    if parts and parts[0].startswith("layer."):
+        parts = ["encoder", "encoder", *parts]
     return ".".join(parts) + ".weight"
 
 
@@ -73,10 +79,10 @@ def _config(layers: int, intermediate: int | None) -> BertConfig:
     return config
 
 
-def rebuilt(model_dir: Path, layers: int) -> GuardClassifier:
+def rebuilt(model_dir: Path, layers: int, pool: Pooling = UNPOOLED) -> GuardClassifier:
     """The int8 model's network in torch, at its full width (first ``layers`` layers)."""
     state = dequantized_state(model_dir)
-    model = GuardClassifier(BertModel(_config(layers, None), add_pooling_layer=False))
+    model = GuardClassifier(BertModel(_config(layers, None), add_pooling_layer=False), pool=pool)
     _load(model, state)
     return model
 
@@ -135,15 +141,19 @@ def student_from(
     intermediate: int | None,
     encoder: Encoder,
     windows: Sequence[Window],
+    pool: Pooling = UNPOOLED,
 ) -> GuardClassifier:
     """The first ``layers`` layers of the int8 model, each cut to its ``intermediate`` most
-    important feed-forward units (all of them when None), and its heads."""
-    full = rebuilt(model_dir, layers)
+    important feed-forward units (all of them when None), and its heads; with ``pool``,
+    the later layers run on merged token states (:class:`guard.training.model.TokenPool`)."""
+    full = rebuilt(model_dir, layers, pool)
     width = full.encoder.config.intermediate_size
     if intermediate is None or intermediate >= width:
         return full
     importance = unit_importance(full, encoder, windows)
-    student = GuardClassifier(BertModel(_config(layers, intermediate), add_pooling_layer=False))
+    student = GuardClassifier(
+        BertModel(_config(layers, intermediate), add_pooling_layer=False), pool=pool
+    )
     state = full.state_dict()
     for index, scores in enumerate(importance):
         keep = torch.sort(torch.topk(scores, intermediate).indices).values

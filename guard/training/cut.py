@@ -19,8 +19,18 @@ INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
 _HEADS = ["harm", "refusal"]
 
 
-def _layer_output(layer: int) -> str:
-    return f"/encoder/encoder/layer.{layer - 1}/output/LayerNorm/LayerNormalization_output_0"
+def _layer_output(model: onnx.ModelProto, layer: int) -> str:
+    """The states after ``layer``, as the export named them (a token-pooling network calls
+    its layers itself, so its names lack the encoder's path)."""
+    names = [
+        f"{prefix}/layer.{layer - 1}/output/LayerNorm/LayerNormalization_output_0"
+        for prefix in ("/encoder/encoder", "")
+    ]
+    produced = {out for node in model.graph.node for out in node.output}
+    found = [name for name in names if name in produced]
+    if not found:
+        raise ValueError(f"the graph has no output of layer {layer}")
+    return found[0]
 
 
 def _rename_in(model: onnx.ModelProto, old: str, new: str) -> None:
@@ -44,15 +54,23 @@ _BIAS = "/encoder/Expand_output_0"
 
 
 def split(fp32: Path, layer: int, work: Path) -> tuple[Path, Path]:
-    """fp32 front (inputs -> hidden, attention_bias) and tail (those, mask -> heads)."""
+    """fp32 front (inputs -> hidden, attention_bias) and tail (those, mask -> heads).
+
+    A token-pooling network builds each layer's mask from ``attention_mask`` itself
+    (:class:`guard.training.model.TokenPool`), so its halves hand over the states alone.
+    """
     work.mkdir(parents=True, exist_ok=True)
     front, tail = work / "front.fp32.onnx", work / "tail.fp32.onnx"
-    cut = _layer_output(layer)
-    extract_model(str(fp32), str(front), INPUTS, [cut, _BIAS])
-    extract_model(str(fp32), str(tail), [cut, _BIAS, "attention_mask"], _HEADS)
+    model = onnx.load(str(fp32))
+    cut = _layer_output(model, layer)
+    produced = {out for node in model.graph.node for out in node.output}
+    bias = [_BIAS] if _BIAS in produced else []
+    extract_model(str(fp32), str(front), INPUTS, [cut, *bias])
+    extract_model(str(fp32), str(tail), [cut, *bias, "attention_mask"], _HEADS)
     for path in (front, tail):
         _rename(path, cut, "hidden")
-        _rename(path, _BIAS, "attention_bias")
+        if bias:
+            _rename(path, _BIAS, "attention_bias")
     return front, tail
 
 
@@ -92,7 +110,7 @@ def resplit(front: Path, tail: Path, layer: int, work: Path) -> tuple[Path, Path
     whole = work / "joined.int8.onnx"
     onnx.save(joined, str(whole))
     new_front, new_tail = work / "front.int8.onnx", work / "tail.int8.onnx"
-    cut = _layer_output(layer)
+    cut = _layer_output(joined, layer)
     # Fused halves hand over the states alone (fastgraph.drop_bias); the mask is an input.
     bias = ["attention_bias"] if any(i.name == "attention_bias" for i in rest.graph.input) else []
     extract_model(str(whole), str(new_front), INPUTS, [cut, *bias])

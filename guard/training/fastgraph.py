@@ -36,6 +36,7 @@ from guard.training.files import sha256
 _MASK = "attention_mask"
 _BIAS = "attention_bias"  # the export's expanded mask, handed from front to tail (cut.py)
 _CONTRIB = "com.microsoft"
+_POOL_MASK = "/pool/Cast"  # TokenPool's key mask, already int32 as the fused node takes it
 # Float rounding: the fused kernel sums in another order, which now and then flips the
 # rounding of an int8 activation downstream: 1e-4 on the shipped model's probes at first,
 # 0.0076 on one reply's type probabilities once the CPU sessions stopped fusing
@@ -71,11 +72,12 @@ def fuse_attention(model: onnx.ModelProto) -> onnx.ModelProto:
     heads = _heads(graph, layers[0])
     # Named after the first fused layer, so a front and a tail joined again stay valid.
     key_padding = layers[0] + "key_padding_mask"
+    masks = _key_masks(graph, layers, key_padding)
     fused = {
         prefix + "Reshape_4_output_0": helper.make_node(
             "MultiHeadAttention",
             [f"{prefix}{part}/Add_output_0" for part in ("query", "key", "value")]
-            + ["", key_padding],
+            + ["", masks[prefix]],
             [prefix + "Reshape_4_output_0"],
             name=prefix + "MultiHeadAttention",
             domain=_CONTRIB,
@@ -95,6 +97,19 @@ def fuse_attention(model: onnx.ModelProto) -> onnx.ModelProto:
     if not any(op.domain == _CONTRIB for op in model.opset_import):
         model.opset_import.append(helper.make_opsetid(_CONTRIB, 1))
     return model
+
+
+def _key_masks(graph: onnx.GraphProto, layers: list[str], unpooled: str) -> dict[str, str]:
+    """Per layer, the mask its keys are read under: the attention mask, or for layers after
+    a token pool (guard.training.model.TokenPool) the pool's own int32 key mask."""
+    order = {node.name: index for index, node in enumerate(graph.node)}
+    pool = next((node for node in graph.node if node.name.endswith(_POOL_MASK)), None)
+    if pool is None:
+        return dict.fromkeys(layers, unpooled)
+    return {
+        prefix: pool.output[0] if order[prefix + "query/Add"] > order[pool.name] else unpooled
+        for prefix in layers
+    }
 
 
 def _prune(graph: onnx.GraphProto) -> None:

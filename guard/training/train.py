@@ -41,7 +41,7 @@ from guard.training.data import REFUSAL_CLASSES
 from guard.training.distil import distillation_loss, teacher_logits
 from guard.training.export import export_fp32, quantize_int8
 from guard.training.files import CHECKPOINT_FILE, HOLDOUT_FILE, sha256
-from guard.training.model import GuardClassifier, base_model_dir
+from guard.training.model import GuardClassifier, Pooling, base_model_dir
 from guard.training.thresholds import tune_thresholds
 
 IMPORTANCE_WINDOWS = 2048  # sample windows that rank feed-forward units (--intermediate)
@@ -51,13 +51,19 @@ def initial_model(
     args: argparse.Namespace, encoder: Encoder, train: list[Encoded]
 ) -> GuardClassifier:
     """all-MiniLM-L6-v2's first layers, or a student cut from a trained int8 model."""
+    pool = Pooling(args.pool_after, args.pool_stride)
     if args.init_from is None:
-        return GuardClassifier.from_base(args.layers)
+        return GuardClassifier.from_base(args.layers, pool)
     from guard.training.compress import student_from
 
     sample = random.Random(args.seed).sample(train, min(IMPORTANCE_WINDOWS, len(train)))  # noqa: S311 - reproducible sampling, not security
     return student_from(
-        args.init_from, args.layers, args.intermediate, encoder, [e.window for e in sample]
+        args.init_from,
+        args.layers,
+        args.intermediate,
+        encoder,
+        [e.window for e in sample],
+        pool,
     )
 
 
@@ -242,6 +248,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--temperature", type=float, default=2.0)
     parser.add_argument(
+        "--pool-after",
+        type=int,
+        default=None,
+        help="merge neighbouring token states after this layer, so the later layers run on "
+        "a shorter sequence (guard.training.model.TokenPool)",
+    )
+    parser.add_argument(
+        "--pool-stride", type=int, default=2, help="with --pool-after: states merged into one"
+    )
+    parser.add_argument(
         "--drop-source",
         action="append",
         default=[],
@@ -326,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     model = train_model(args, encoder, encoded)
 
     shape = f"-L{args.layers}" + (f"F{args.intermediate}" if args.intermediate else "")
+    shape += Pooling(args.pool_after, args.pool_stride).suffix
     fp32, labels = write_model(model, args.out, args.work, windowing, shape, args.layers)
     if held:  # beside the label map, whose schema the runtime checks strictly
         holdout = {"fold": args.holdout_fold, "folds": args.folds, "holdout_kinds": sorted(held)}
