@@ -19,14 +19,17 @@ INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
 _HEADS = ["harm", "refusal"]
 
 
-def _layer_output(model: onnx.ModelProto, layer: int) -> str:
+def _produced(model: onnx.ModelProto) -> set[str]:
+    return {out for node in model.graph.node for out in node.output}
+
+
+def _layer_output(produced: set[str], layer: int) -> str:
     """The states after ``layer``, as the export named them (a token-pooling network calls
     its layers itself, so its names lack the encoder's path)."""
     names = [
         f"{prefix}/layer.{layer - 1}/output/LayerNorm/LayerNormalization_output_0"
         for prefix in ("/encoder/encoder", "")
     ]
-    produced = {out for node in model.graph.node for out in node.output}
     found = [name for name in names if name in produced]
     if not found:
         raise ValueError(f"the graph has no output of layer {layer}")
@@ -61,9 +64,8 @@ def split(fp32: Path, layer: int, work: Path) -> tuple[Path, Path]:
     """
     work.mkdir(parents=True, exist_ok=True)
     front, tail = work / "front.fp32.onnx", work / "tail.fp32.onnx"
-    model = onnx.load(str(fp32))
-    cut = _layer_output(model, layer)
-    produced = {out for node in model.graph.node for out in node.output}
+    produced = _produced(onnx.load(str(fp32)))
+    cut = _layer_output(produced, layer)
     bias = [_BIAS] if _BIAS in produced else []
     extract_model(str(fp32), str(front), INPUTS, [cut, *bias])
     extract_model(str(fp32), str(tail), [cut, *bias, "attention_mask"], _HEADS)
@@ -110,7 +112,7 @@ def resplit(front: Path, tail: Path, layer: int, work: Path) -> tuple[Path, Path
     whole = work / "joined.int8.onnx"
     onnx.save(joined, str(whole))
     new_front, new_tail = work / "front.int8.onnx", work / "tail.int8.onnx"
-    cut = _layer_output(joined, layer)
+    cut = _layer_output(_produced(joined), layer)
     # Fused halves hand over the states alone (fastgraph.drop_bias); the mask is an input.
     bias = ["attention_bias"] if any(i.name == "attention_bias" for i in rest.graph.input) else []
     extract_model(str(whole), str(new_front), INPUTS, [cut, *bias])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,8 @@ from guard.training.files import sha256  # noqa: E402
 from guard.training.model import GuardClassifier, Pooling, TokenPool  # noqa: E402
 
 from .probes import SHIPPED  # noqa: E402
+
+Batch = Callable[[list[str]], dict[str, np.ndarray]]
 
 TEXTS = [
     "What is the capital of France?",
@@ -56,14 +59,22 @@ def pooled() -> GuardClassifier:
     return rebuilt(SHIPPED, 2, Pooling(1, 2)).eval()
 
 
-def _batch(texts: list[str]) -> dict[str, np.ndarray]:
+@pytest.fixture(scope="module")
+def batch() -> Batch:
+    """Texts as the shipped encoder windows and pads them (the model's inputs)."""
+    if not (SHIPPED / MODEL_FILE).is_file():
+        pytest.skip("models/ holds no model")
     encoder = Predictor(load_model(SHIPPED, intra_op_threads=1)).model.encoder
-    batch = encoder.batch([w[0] for w in encoder.text_windows(texts, first_only=True)])
-    return {
-        "input_ids": batch.input_ids,
-        "attention_mask": batch.attention_mask,
-        "token_type_ids": batch.token_type_ids,
-    }
+
+    def windows(texts: list[str]) -> dict[str, np.ndarray]:
+        padded = encoder.batch([w[0] for w in encoder.text_windows(texts, first_only=True)])
+        return {
+            "input_ids": padded.input_ids,
+            "attention_mask": padded.attention_mask,
+            "token_type_ids": padded.token_type_ids,
+        }
+
+    return windows
 
 
 def _logits(model: GuardClassifier, feed: dict[str, np.ndarray]) -> np.ndarray:
@@ -72,10 +83,12 @@ def _logits(model: GuardClassifier, feed: dict[str, np.ndarray]) -> np.ndarray:
     return harm.numpy()
 
 
-def test_a_pooled_text_scores_the_same_alone_and_padded(pooled: GuardClassifier) -> None:
-    together = _logits(pooled, _batch(TEXTS))
+def test_a_pooled_text_scores_the_same_alone_and_padded(
+    pooled: GuardClassifier, batch: Batch
+) -> None:
+    together = _logits(pooled, batch(TEXTS))
     for index, text in enumerate(TEXTS):
-        np.testing.assert_allclose(_logits(pooled, _batch([text]))[0], together[index], atol=1e-4)
+        np.testing.assert_allclose(_logits(pooled, batch([text]))[0], together[index], atol=1e-4)
 
 
 def test_merging_after_a_layer_that_does_not_exist_is_refused(pooled: GuardClassifier) -> None:
@@ -108,17 +121,19 @@ def test_a_pooled_pair_hands_over_the_states_alone(pooled_folder: Path) -> None:
 
 
 def test_the_int8_pair_answers_as_the_torch_network(
-    pooled: GuardClassifier, pooled_folder: Path
+    pooled: GuardClassifier, pooled_folder: Path, batch: Batch
 ) -> None:
     risk = Predictor(load_model(pooled_folder, intra_op_threads=1)).harm_probabilities(TEXTS)
-    expected = 1 / (1 + np.exp(-_logits(pooled, _batch(TEXTS))))
+    expected = 1 / (1 + np.exp(-_logits(pooled, batch(TEXTS))))
     np.testing.assert_allclose(risk[:, 0], expected[:, 0], atol=0.03)
 
 
-def test_the_int8_pair_rebuilds_in_torch(pooled: GuardClassifier, pooled_folder: Path) -> None:
+def test_the_int8_pair_rebuilds_in_torch(
+    pooled: GuardClassifier, pooled_folder: Path, batch: Batch
+) -> None:
     """Its layers are named from the classifier down, not through the encoder."""
     again = rebuilt(pooled_folder, 2, Pooling(1, 2)).eval()
-    feed = _batch(TEXTS)
+    feed = batch(TEXTS)
     np.testing.assert_allclose(_logits(again, feed), _logits(pooled, feed), atol=0.1)
 
 
